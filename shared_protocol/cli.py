@@ -2,7 +2,8 @@
 
 Paste a frame captured on an RS-485 bus and see what it means::
 
-    python -m shared_protocol decode 'FE FE FE FE 68 18 55 60 06 00 00 68 91 08 33 36 34 33 A9 54 35 33 71 16'
+    python -m shared_protocol decode \
+        'FE FE FE FE 68 18 55 60 06 00 00 68 91 08 33 36 34 33 A9 54 35 33 71 16'
 
 Build a request to send to a meter by hand::
 
@@ -55,7 +56,8 @@ def cli() -> None:
 \b
 Examples:
   python -m shared_protocol decode 68 AA AA AA AA AA AA 68 13 00 DF 16
-  python -m shared_protocol decode --protocol dlt698.45 '68 17 00 43 45 AA AA AA AA AA AA 10 DA 5F 05 01 01 40 01 02 00 00 C6 07 16'
+  python -m shared_protocol decode --protocol dlt698.45 \
+      '68 17 00 43 45 AA AA AA AA AA AA 10 DA 5F 05 01 01 40 01 02 00 00 C6 07 16'
 """
 )
 @click.argument("hex_text", nargs=-1, metavar="HEX")

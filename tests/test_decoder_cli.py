@@ -106,7 +106,7 @@ def test_cli_decodes_a_pasted_frame() -> None:
 
 
 def test_cli_reads_stdin_and_accepts_separate_words() -> None:
-    words = "68 AA AA AA AA AA AA 68 13 00 DF 16".split()
+    words = ["68", *["AA"] * 6, "68", "13", "00", "DF", "16"]
     as_words = json.loads(_run_cli("decode", *words).stdout)
     from_stdin = json.loads(_run_cli("decode", stdin=" ".join(words)).stdout)
     assert as_words == from_stdin

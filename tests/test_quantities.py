@@ -51,7 +51,7 @@ def test_billing_period_suffix_keeps_unit_and_names_the_period() -> None:
 
 @pytest.mark.parametrize("bad", ["1.8.0", "1-0:1.8", "voltage", "1-0:250.250.250"])
 def test_unknown_or_malformed_codes_are_refused_with_the_code_named(bad: str) -> None:
-    with pytest.raises(LocalProtocolError, match="1.8|voltage|250"):
+    with pytest.raises(LocalProtocolError, match=r"1\.8|voltage|250"):
         quantity(bad)
 
 
