@@ -1,0 +1,249 @@
+"""The DL/T 645 link frame: address, control code, +33H data field, checksum, FE preamble.
+
+One frame layout serves 645-2007 and 645-1997 alike::
+
+    [FE FE FE FE]  68  A0 A1 A2 A3 A4 A5  68  C  L  DATA(L bytes, each +33H)  CS  16
+
+:class:`Frame` holds the address as printed on the nameplate (most significant digit
+first), the control byte split into its bits, and the data field *after* removing the
++33H offset. :func:`encode_frame` and :func:`decode_frame` convert between that and bytes.
+Meaning (which function, which DI) lives in :mod:`.control` and :mod:`.messages`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from shared_protocol.errors import (
+    ChecksumError,
+    FrameTooLargeError,
+    LocalProtocolError,
+    MalformedFrameError,
+)
+
+__all__ = [
+    "BROADCAST_ADDRESS",
+    "DEFAULT_REQUEST_PREAMBLE",
+    "MAX_DATA_LENGTH",
+    "MAX_FRAME_SIZE",
+    "WILDCARD_ADDRESS",
+    "Control",
+    "Frame",
+    "address_from_wire",
+    "address_to_wire",
+    "checksum",
+    "count_preamble",
+    "decode_frame",
+    "encode_frame",
+    "normalize_address",
+    "parse_frame_at",
+]
+
+START: Final = 0x68
+END: Final = 0x16
+PREAMBLE_BYTE: Final = 0xFE
+DATA_OFFSET: Final = 0x33
+HEADER_SIZE: Final = 10  # 68 + 6 address bytes + 68 + C + L
+# The standard allows L ≤ 200 for reads and ≤ 50 for writes (coloradmin.cn/o/1939562.html;
+# xgbt/dlt645-go client2007.go:17-18). We accept up to 200 in either direction: anything
+# longer is a corrupted L byte, and waiting for 255 bytes would stall the bus.
+MAX_DATA_LENGTH: Final = 200
+# Masters send 4×FE to wake the receiver's UART; slaves send 0–4.
+DEFAULT_REQUEST_PREAMBLE: Final = 4
+MAX_PREAMBLE: Final = 4
+MAX_FRAME_SIZE: Final = MAX_PREAMBLE + HEADER_SIZE + MAX_DATA_LENGTH + 2
+
+BROADCAST_ADDRESS: Final = "999999999999"
+"""Broadcast time sync and freeze only; meters never answer it."""
+WILDCARD_ADDRESS: Final = "AAAAAAAAAAAA"
+"""Read/write comm address and single-meter links; the meter answers with its real address."""
+
+_ADDRESS_RE = re.compile(r"^[0-9A-F]{12}$")
+_USER_ADDRESS_RE = re.compile(r"^[0-9A]{1,12}$")
+
+
+def normalize_address(address: str) -> str:
+    """A nameplate address as 12 characters; short ("compressed") ones are padded with A.
+
+    ``"123456789"`` → ``"AAA123456789"``: the high-order nibbles become AA wildcards, which
+    a meter matches against any digit (peace0phmind/dlt645 frame_test.go:36-40).
+    """
+    cleaned = address.replace(" ", "").upper()
+    if not _USER_ADDRESS_RE.match(cleaned):
+        raise LocalProtocolError(
+            f"meter address {address!r} must be 1-12 decimal digits (A = wildcard nibble)"
+        )
+    return cleaned.rjust(12, "A")
+
+
+def address_to_wire(address: str) -> bytes:
+    """Nameplate ``"000006605518"`` → wire bytes ``18 55 60 06 00 00`` (low byte first)."""
+    return bytes.fromhex(normalize_address(address))[::-1]
+
+
+def address_from_wire(wire: bytes) -> str:
+    """Wire bytes (low byte first) → the 12 characters printed on the nameplate."""
+    if len(wire) != 6:
+        raise LocalProtocolError(f"an address is 6 bytes on the wire, got {len(wire)}")
+    return wire[::-1].hex().upper()
+
+
+def checksum(body: bytes) -> int:
+    """Sum of every byte from the first 68H through the last data byte, modulo 256."""
+    return sum(body) & 0xFF
+
+
+def _add_offset(data: bytes) -> bytes:
+    return bytes((b + DATA_OFFSET) & 0xFF for b in data)
+
+
+def _remove_offset(data: bytes) -> bytes:
+    return bytes((b - DATA_OFFSET) & 0xFF for b in data)
+
+
+@dataclass(frozen=True)
+class Control:
+    """The control byte C: D7 direction, D6 abnormal reply, D5 follow-up, D4..D0 function."""
+
+    function: int
+    response: bool = False
+    abnormal: bool = False
+    follow_up: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.function <= 0x1F:
+            raise LocalProtocolError(f"function code {self.function:#x} does not fit D4..D0")
+
+    @classmethod
+    def from_byte(cls, value: int) -> Control:
+        return cls(
+            function=value & 0x1F,
+            response=bool(value & 0x80),
+            abnormal=bool(value & 0x40),
+            follow_up=bool(value & 0x20),
+        )
+
+    @property
+    def byte(self) -> int:
+        return (
+            self.function
+            | (0x80 if self.response else 0)
+            | (0x40 if self.abnormal else 0)
+            | (0x20 if self.follow_up else 0)
+        )
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One DL/T 645 frame. ``data`` is the data field with the +33H offset already removed."""
+
+    address: str
+    control: Control
+    data: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not _ADDRESS_RE.match(self.address):
+            raise LocalProtocolError(
+                f"Frame.address must be 12 upper-case hex characters, got {self.address!r};"
+                " use normalize_address() for user input"
+            )
+        if len(self.data) > MAX_DATA_LENGTH:
+            raise LocalProtocolError(
+                f"data field of {len(self.data)} bytes exceeds the {MAX_DATA_LENGTH}-byte limit"
+            )
+
+    @property
+    def wire_address(self) -> bytes:
+        return bytes.fromhex(self.address)[::-1]
+
+
+def encode_frame(frame: Frame, preamble: int = DEFAULT_REQUEST_PREAMBLE) -> bytes:
+    """Bytes on the wire for ``frame``, preceded by ``preamble`` FE wake-up bytes."""
+    if not 0 <= preamble <= MAX_PREAMBLE:
+        raise LocalProtocolError(f"preamble must be 0..{MAX_PREAMBLE} FE bytes, got {preamble}")
+    body = (
+        bytes([START])
+        + frame.wire_address
+        + bytes([START, frame.control.byte, len(frame.data)])
+        + _add_offset(frame.data)
+    )
+    return bytes([PREAMBLE_BYTE]) * preamble + body + bytes([checksum(body), END])
+
+
+def parse_frame_at(buffer: bytes | bytearray, start: int = 0) -> tuple[Frame, int] | None:
+    """Parse the frame whose first 68H is at ``start``; return it and the index after 16H.
+
+    ``None`` means the bytes so far are a valid beginning but the frame is incomplete.
+    Raises a :class:`~shared_protocol.errors.RemoteProtocolError` subclass when the bytes
+    cannot be a frame, with a reason a technician can act on.
+    """
+    available = len(buffer) - start
+    if available < 1:
+        return None
+    if buffer[start] != START:
+        raise MalformedFrameError(f"a frame starts with 68, not {buffer[start]:02X}")
+    if available < HEADER_SIZE:
+        if available > 7 and buffer[start + 7] != START:
+            raise MalformedFrameError(_second_start_reason(buffer[start + 7]))
+        return None
+    if buffer[start + 7] != START:
+        raise MalformedFrameError(_second_start_reason(buffer[start + 7]))
+    length = buffer[start + 9]
+    if length > MAX_DATA_LENGTH:
+        raise FrameTooLargeError(
+            f"length byte L is {length}, above the {MAX_DATA_LENGTH}-byte limit of DL/T 645:"
+            " the L byte is corrupted or this is not a 645 frame"
+        )
+    end = start + HEADER_SIZE + length + 2
+    if len(buffer) < end:
+        return None
+    body = bytes(buffer[start : end - 2])
+    expected = checksum(body)
+    received = buffer[end - 2]
+    if received != expected:
+        raise ChecksumError(
+            f"checksum is 0x{received:02X} but the bytes add up to 0x{expected:02X}:"
+            " a byte was corrupted or edited"
+        )
+    if buffer[end - 1] != END:
+        raise MalformedFrameError(
+            f"frame must end with 16 but ends with {buffer[end - 1]:02X}:"
+            " the L byte disagrees with the frame's real length"
+        )
+    frame = Frame(
+        address=address_from_wire(body[1:7]),
+        control=Control.from_byte(body[8]),
+        data=_remove_offset(body[HEADER_SIZE:]),
+    )
+    return frame, end
+
+
+def _second_start_reason(found: int) -> str:
+    return (
+        f"byte 8 must be the second 68 after the 6 address bytes, found {found:02X}:"
+        " address field truncated or not a 645 frame"
+    )
+
+
+def count_preamble(raw: bytes) -> int:
+    """How many FE wake-up bytes precede the frame."""
+    return len(raw) - len(raw.lstrip(bytes([PREAMBLE_BYTE])))
+
+
+def decode_frame(raw: bytes) -> Frame:
+    """Decode exactly one frame (any number of leading FE) from ``raw``."""
+    start = count_preamble(raw)
+    if start == len(raw):
+        raise MalformedFrameError("no frame: only FE preamble bytes or nothing at all")
+    parsed = parse_frame_at(raw, start)
+    if parsed is None:
+        raise MalformedFrameError(
+            f"frame is truncated: {len(raw) - start} bytes after the preamble, the header"
+            " and L byte promise more"
+        )
+    frame, end = parsed
+    if end != len(raw):
+        raise MalformedFrameError(f"{len(raw) - end} unexpected bytes after the closing 16")
+    return frame
