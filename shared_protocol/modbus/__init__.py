@@ -45,6 +45,7 @@ from shared_protocol.modbus.registers import (
     RegisterMap,
     RegisterType,
     WordOrder,
+    markdown_table,
     meter_map,
     plan_reads,
 )
@@ -89,6 +90,7 @@ __all__ = [
     "expected_length",
     "explain",
     "float32_to_decimal",
+    "markdown_table",
     "meter_map",
     "plan_reads",
 ]

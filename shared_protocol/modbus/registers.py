@@ -39,6 +39,7 @@ __all__ = [
     "RegisterMap",
     "RegisterType",
     "WordOrder",
+    "markdown_table",
     "meter_map",
     "plan_reads",
 ]
@@ -405,3 +406,18 @@ def meter_map(model: str) -> RegisterMap:
         raise LocalProtocolError(
             f"no register map for meter model {model!r}; known: {', '.join(METER_MAPS)}"
         ) from None
+
+
+def markdown_table(register_map: RegisterMap) -> str:
+    """The map as the Markdown table in ``docs/protocol-modbus.md`` (a test keeps them equal)."""
+    lines = [
+        "| Address | Type | Data type | Word order | Scale | Meter unit | OBIS | Quantity | Unit |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in sorted(register_map.entries, key=lambda e: (e.register_type.value, e.address)):
+        lines.append(
+            f"| 0x{e.address:04X} | {e.register_type.value} | {e.data_type.value} "
+            f"| {e.word_order.value} | {e.scale} | {e.device_unit or '—'} | {e.obis} "
+            f"| {quantity(e.obis).name} | {e.unit or '—'} |"
+        )
+    return "\n".join(lines)

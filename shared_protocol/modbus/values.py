@@ -4,8 +4,8 @@ One job: read the words a map entry names and give back the number in the vocabu
 unit, never as a float.
 
 float32 → Decimal: the float32 is read bit-exactly (``struct``), then written as the
-*shortest* decimal string that maps back to the same 32 bits (tried at 6, 7, 8 and 9
-significant digits; 9 always round-trips). So 0x43663333 gives ``230.2``, not the
+*shortest* decimal string that maps back to the same 32 bits (tried at 1 to 9 significant
+digits; 9 always round-trips). So 0x43663333 gives ``230.2``, not the
 ``230.1999969482422`` that ``repr`` of the widened double would give, and no digit is
 invented beyond what the meter's float32 can hold. The result is then multiplied by the
 entry's exact ``Decimal`` scale (``0.001`` for W → kW), which adds no rounding.
@@ -51,14 +51,17 @@ def float32_to_decimal(raw: bytes) -> Decimal:
     (value,) = struct.unpack(">f", raw)
     if not math.isfinite(value):
         raise MalformedFrameError(f"float32 {raw.hex().upper()} is NaN or infinity, not a number")
-    for digits in (6, 7, 8, 9):
+    for digits in range(1, 10):
         text = f"{value:.{digits}g}"
         try:
             if struct.pack(">f", float(text)) == raw:
                 break
         except OverflowError:  # rounded up past the largest float32; try more digits
             continue
-    return Decimal(text)
+    number = Decimal(text)
+    # "5e+01" is the shortest text for 50.0; write whole numbers without an exponent.
+    exponent = number.as_tuple().exponent
+    return Decimal(int(number)) if isinstance(exponent, int) and exponent > 0 else number
 
 
 def _bytes(entry: RegisterEntry, words: Sequence[int]) -> bytes:
