@@ -313,3 +313,49 @@ def test_fuzz_random_bodies_with_valid_crc(body: bytes) -> None:
 @given(st.binary(min_size=2, max_size=260), st.booleans())
 def test_fuzz_slow(body: bytes, fix_crc: bool) -> None:
     _decode_or_protocol_error(body + crc16(body) if fix_crc else body)
+
+
+def test_public_names_are_pinned() -> None:
+    import shared_protocol.modbus as modbus
+
+    assert sorted(modbus.__all__) == sorted(
+        [
+            "EXCEPTION_MEANINGS",
+            "FUNCTION_NAMES",
+            "MAX_ADU_SIZE",
+            "MAX_READ_COUNT",
+            "MAX_WRITE_COUNT",
+            "METER_MAPS",
+            "DataType",
+            "Direction",
+            "ExceptionCode",
+            "Frame",
+            "FunctionCode",
+            "ReadBlock",
+            "RegisterEntry",
+            "RegisterMap",
+            "RegisterType",
+            "StreamParser",
+            "WordOrder",
+            "build_exception_response",
+            "build_read_request",
+            "build_read_response",
+            "build_write_multiple_request",
+            "build_write_multiple_response",
+            "build_write_single_request",
+            "build_write_single_response",
+            "crc16",
+            "decode_frame",
+            "decode_registers",
+            "decode_value",
+            "encode_value",
+            "expected_length",
+            "explain",
+            "float32_to_decimal",
+            "markdown_table",
+            "meter_map",
+            "plan_reads",
+        ]
+    )
+    for name in modbus.__all__:
+        assert getattr(modbus, name) is not None

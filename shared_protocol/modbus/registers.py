@@ -264,8 +264,9 @@ _SDM120 = RegisterMap(
         # Eastron's "total active energy" is import + export: OBIS 15.8.0 (|+A| + |−A|).
         _eastron(0x0156, "1-0:15.8.0", "kWh", "kWh"),
     ),
-    # Eastron meters answer reads that span undocumented registers (with 0.0), so a read
-    # may bridge holes; 0x0050..0x0155 is too wide to bridge within 125 registers anyway.
+    # Assumption to confirm on the bench: Eastron meters answer reads that span their
+    # undocumented registers, so a read may bridge the holes below 0x0050. Pass
+    # plan_reads(max_gap=0) if a meter answers ILLEGAL DATA ADDRESS.
     max_gap=40,
     notes="Single-phase: voltage and current are reported as L1, power as the total.",
 )
@@ -321,7 +322,8 @@ _SDM630 = RegisterMap(
 # user manual, Modbus table (float32, holding registers, function 03); Tasmota
 # tasmota/tasmota_xnrg_energy/xnrg_11_ddsu666.ino (Ddsu666_start_addresses: 0x2000 V,
 # 0x2002 A, 0x2004 kW, 0x2006 kvar, 0x200A PF, 0x200E Hz, 0x4000 import kWh, 0x400A
-# export kWh). Tasmota reads them with function 04; the meter answers 03 and 04 alike.
+# export kWh). Tasmota reads them with function 04 while the manual documents 03; we
+# use 03 (holding), as the manual says.
 _DDSU666 = RegisterMap(
     model="ddsu666",
     title="CHINT DDSU666 (single phase)",
@@ -339,7 +341,8 @@ _DDSU666 = RegisterMap(
         _chint(0x4000, "1-0:1.8.0", "kWh", "1", "kWh"),
         _chint(0x400A, "1-0:2.8.0", "kWh", "1", "kWh"),
     ),
-    # 0x2008 (apparent power) and 0x200C exist in the CHINT table; bridging them is safe.
+    # Bridges 0x2008/0x200C (2 registers each) and 0x4002..0x4009; not yet confirmed on a
+    # real DDSU666. Pass plan_reads(max_gap=0) if a meter answers ILLEGAL DATA ADDRESS.
     max_gap=8,
     notes="Single-phase: voltage and current are reported as L1, power as the total.",
 )
