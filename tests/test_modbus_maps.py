@@ -140,6 +140,8 @@ def test_doc_tables_are_generated_from_the_data() -> None:
             f"docs/protocol-modbus.md is out of date for {register_map.model}; "
             "paste markdown_table(meter_map(...)) again"
         )
+        blocks = ", ".join(f"0x{b.address:04X}×{b.count}" for b in plan_reads(register_map))
+        assert f"Planned reads (max_gap {register_map.max_gap}): {blocks}." in doc
 
 
 # ---- values from hand-built responses ---------------------------------------------------
