@@ -96,15 +96,25 @@ class StreamParser:
         while index >= 0:
             try:
                 if parse_frame_at(self._buffer, index) is not None:
-                    return index
+                    return self._before_preamble(index, 1)
             except RemoteProtocolError:
                 pass
             index = self._buffer.find(START, index + 1)
         return None
 
     def _next_start(self, after: int) -> int:
+        """Where the next frame may begin: its 68, or the FE preamble just before it.
+
+        Trailing FE bytes are kept even when no 68 has arrived yet, so the same bytes are
+        reported as noise however the line chunks them.
+        """
         found = self._buffer.find(START, after)
-        return len(self._buffer) if found < 0 else found
+        return self._before_preamble(len(self._buffer) if found < 0 else found, after)
+
+    def _before_preamble(self, index: int, floor: int) -> int:
+        while index > floor and self._buffer[index - 1] == PREAMBLE_BYTE:
+            index -= 1
+        return index
 
     def _discard(self, count: int, reason: str) -> Discarded:
         data = bytes(self._buffer[:count])
