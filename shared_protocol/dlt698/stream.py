@@ -61,7 +61,11 @@ class StreamParser:
     def _drop_to_next_start(self, reason: str) -> Discarded:
         """Drop the false/bad 68 and everything up to the next candidate 68."""
         nxt = self._buf.find(START, 1)
-        return self._discard(nxt if nxt > 0 else len(self._buf), reason)
+        if nxt < 0:
+            return self._discard(len(self._buf), reason)
+        while nxt > 1 and self._buf[nxt - 1] == PREAMBLE:
+            nxt -= 1  # keep the next frame's FE preamble out of the discarded bytes
+        return self._discard(nxt, reason)
 
     def next_event(self) -> Event:
         buf = self._buf
