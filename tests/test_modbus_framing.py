@@ -359,3 +359,24 @@ def test_public_names_are_pinned() -> None:
     )
     for name in modbus.__all__:
         assert getattr(modbus, name) is not None
+
+
+@given(
+    unit=st.integers(1, 247),
+    function=st.sampled_from([0x03, 0x04]),
+    address=st.integers(0, 0xFFFF - 125),
+    count=st.integers(1, 125),
+)
+def test_pymodbus_server_framer_reads_our_requests_as_we_do(
+    unit: int, function: int, address: int, count: int
+) -> None:
+    frame = build_read_request(unit, function, address, count)
+    used, pdu = FramerRTU(DecodePDU(is_server=True)).handleFrame(frame.raw, 0, 0)
+    assert used == len(frame.raw)
+    assert pdu is not None
+    assert (pdu.dev_id, pdu.function_code, pdu.address, pdu.count) == (
+        frame.unit_id,
+        frame.function_code,
+        frame.address,
+        frame.count,
+    )
