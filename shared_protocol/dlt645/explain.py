@@ -34,7 +34,7 @@ from shared_protocol.dlt645.frame import (
 )
 from shared_protocol.dlt645.messages import Password, detect_standard
 from shared_protocol.errors import MalformedFrameError, ProtocolError
-from shared_protocol.quantities import ScalarValue
+from shared_protocol.quantities import ScalarValue, quantity
 
 __all__ = ["explain"]
 
@@ -151,9 +151,8 @@ def _abnormal(frame: Frame, edition: Standard, result: Explanation) -> None:
 def _values(item: DataItem, decoded: list[tuple[Field, ScalarValue]]) -> list[dict[str, Any]]:
     if len(decoded) == 1:
         field, value = decoded[0]
-        return [
-            {"quantity": field.name, "obis": field.obis, "value": _text(value), "unit": field.unit}
-        ]
+        name = field.name if field.obis is None else quantity(field.obis).name
+        return [{"quantity": name, "obis": field.obis, "value": _text(value), "unit": field.unit}]
     units = {f.unit for f, _ in decoded}
     return [
         {
@@ -172,7 +171,7 @@ def _item_values(di: int, body: bytes, edition: Standard, result: Explanation) -
             f"DI {format_di(di, edition)} is not in our {edition.protocol} table"
         )
         return
-    result["quantity"] = item.name
+    result["item"] = item.name
     if item.uncertain:
         result["warnings"].append(f"the layout of DI {format_di(di, edition)} is not confirmed [U]")
     try:

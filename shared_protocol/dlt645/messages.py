@@ -17,6 +17,7 @@ Readers: :func:`decode_read_response` (values named by OBIS), :func:`decode_read
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -42,7 +43,7 @@ from shared_protocol.errors import (
     MalformedFrameError,
     UnsupportedError,
 )
-from shared_protocol.quantities import MeterValue
+from shared_protocol.quantities import MeterValue, ScalarValue
 
 __all__ = [
     "Password",
@@ -57,6 +58,7 @@ __all__ = [
     "demand_reset_request",
     "detect_standard",
     "di_bytes",
+    "encode_values",
     "encrypted_remote_control_request",
     "event_clear_request",
     "freeze_request",
@@ -302,6 +304,16 @@ def security_request(address: str, payload: bytes) -> Frame:
 
 
 # ---------------------------------------------------------------- meter → master
+
+
+def encode_values(di: int, values: Sequence[ScalarValue], standard: Standard = V2007) -> bytes:
+    """The data bytes a meter sends for ``di`` (blocks: one value per leading field)."""
+    item = data_item(di, standard)
+    if item is None:
+        raise LocalProtocolError(
+            f"DI {format_di(di, standard)} is not in the {standard.protocol} table"
+        )
+    return item.encode(values)
 
 
 def read_response(
