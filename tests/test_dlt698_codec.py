@@ -634,13 +634,13 @@ def test_catalogue_obis_codes_are_canonical() -> None:
         ("20000202", Data(DataType.LONG_UNSIGNED, 2200), [("1-0:52.7.0", "220.0", "V")]),
         # current phase A, double-long 5000 at −3 → 5.000 A
         ("20010201", Data(DataType.DOUBLE_LONG, 5000), [("1-0:31.7.0", "5.000", "A")]),
-        # reactive power: element 1 is the total, 2 is phase A
         # active power total 12345 (0.1 W) → 1234.5 W → 1.2345 kW; a NULL phase is skipped
         (
             "20040200",
             Data.array(Data(DataType.DOUBLE_LONG, 12345), Data(DataType.NULL)),
             [("1-0:16.7.0", "1.2345", "kW")],
         ),
+        # reactive power: element 1 is the total, 2 is phase A
         ("20050202", Data(DataType.DOUBLE_LONG, -100), [("1-0:23.7.0", "-0.0100", "kvar")]),
         ("200A0200", Data.array(Data(DataType.LONG, 985)), [("1-0:13.7.0", "0.985", None)]),
         ("200F0200", Data(DataType.LONG_UNSIGNED, 5002), [("1-0:14.7.0", "50.02", "Hz")]),

@@ -22,7 +22,6 @@ from shared_protocol.dlt698 import (
     encode_frame,
     explain,
 )
-from shared_protocol.dlt698.explain import data_to_json
 from shared_protocol.errors import ChecksumError, ProtocolError
 from shared_protocol.stream import NEED_DATA, Discarded
 
@@ -75,12 +74,12 @@ def check_apdu_fields(apdu_bytes: bytes, expected: dict[str, Any]) -> None:
     apdu = decode_apdu(apdu_bytes)
     assert encode_apdu(apdu) == apdu_bytes
     assert f"{apdu.TAG:02X}" == expected["tag"]
-    assert apdu.SERVICE == expected["service"]
+    assert expected["service"] == apdu.SERVICE
     if "choice" in expected:
-        assert apdu.CHOICE == expected["choice"]
+        assert expected["choice"] == apdu.CHOICE
     for key in ("piid", "piid_acd"):
         if key in expected:
-            assert f"{getattr(apdu, 'piid'):02X}" == expected[key]
+            assert f"{apdu.piid:02X}" == expected[key]
     view = explain_apdu(apdu_bytes)
     if "OAD" in expected:
         assert view["oads"][0] == expected["OAD"]

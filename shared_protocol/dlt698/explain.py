@@ -368,7 +368,7 @@ def _checksum_advice(body: bytes) -> tuple[str, int | None] | None:
             and crc16(body[1:end]) == int.from_bytes(body[end : end + 2], "little")
         ):
             return (
-                f"AF=0x{af:02X} announces a {sa_len}-byte server address but only {guess} "
+                f"AF=0x{af:02X} announces {sa_len} server-address bytes but only {guess} "
                 f"byte(s) follow (the HCS fits {guess}); the AF low nibble should be "
                 f"{guess - 1:X}",
                 guess,
