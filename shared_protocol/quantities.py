@@ -147,6 +147,16 @@ _TABLE: list[Quantity] = [
     Quantity("0-0:96.60.11", "prepaid overdraft amount", "CNY"),
     Quantity("0-0:96.61.1", "daily freeze time of day", None),
     Quantity("0-0:96.61.2", "monthly settlement day", None),
+    # DL/T 645 max demand comes with its time of occurrence; OBIS has no group for that
+    # pairing, so each demand register gets a country-specific time code
+    # (C = 96, D = 62, E = 10·C + tariff of the demand register).
+    *[
+        Quantity(f"0-0:96.62.{10 * c + t}", f"max demand time (1-0:{c}.6.{t})", None)
+        for c in range(1, 5)
+        for t in range(9)
+    ],
+    Quantity("0-0:96.1.10", "customer number", None),
+    Quantity("0-0:96.1.11", "reactive accuracy class (nameplate)", None),
 ]
 
 QUANTITIES: dict[str, Quantity] = {q.obis: q for q in _TABLE}
