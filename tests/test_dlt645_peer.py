@@ -27,6 +27,7 @@ from shared_protocol.dlt645 import (
     encode_frame,
     explain,
     freeze_request,
+    meter_clear_request,
     read_request,
     read_response,
     time_sync_request,
@@ -222,3 +223,12 @@ def test_frames_from_the_peer_decode_here() -> None:
     assert decode_frame(raw) == Frame(
         "000006605518", read_request("000006605518", 0x00010000).control, b"\x00\x00\x01\x00"
     )
+
+
+def test_b5_peer_meter_clear_sends_a_di_before_the_password() -> None:
+    service, line = peer_client()
+    service.address = bytearray(bytes.fromhex("185560060000"))
+    service.clear_meter("02000000")
+    assert peer_data(line.sent[0])[:4] == bytes(4)  # a DI 00000000 first
+    ours = meter_clear_request("000006605518")
+    assert ours.data == bytes.fromhex("02 00 00 00 00 00 00 00")  # PA..P2 + C0..C3 [U]

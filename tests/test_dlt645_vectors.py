@@ -243,7 +243,9 @@ def test_stream_parser_finds_each_verified_frame_in_any_chunking(vector: dict[st
 def test_stream_parser_discards_each_negative_frame_and_resyncs(vector: dict[str, Any]) -> None:
     raw = raw_of(vector)
     good = raw_of(VERIFIED[0])
-    for chunks in ([raw + good], [bytes([b]) for b in raw + good]):
+    stream = raw + good
+    splits = [[stream[:cut], stream[cut:]] for cut in range(1, len(stream))]
+    for chunks in [[stream], [bytes([b]) for b in stream], *splits]:
         events = feed(chunks)
         assert frames(events) == [decode_frame(good)]
         assert discarded(events) == raw.lstrip(b"\xfe")
