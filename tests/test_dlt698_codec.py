@@ -676,3 +676,11 @@ def test_uncatalogued_oad_gives_no_values() -> None:
 
 def test_address_type_enum_values() -> None:
     assert [t.value for t in AddressType] == [0, 1, 2, 3]
+
+
+def test_piid_bits() -> None:
+    # bit 7 priority, bit 6 ACD (server replies), bits 0-5 sequence.
+    assert dlt698.make_piid(5, high_priority=True) == 0x85
+    assert dlt698.piid_parts(0xC5) == (True, True, 5)
+    with pytest.raises(LocalProtocolError):
+        dlt698.make_piid(64)

@@ -56,6 +56,7 @@ from shared_protocol.dlt698.apdu import (
     keep_power_off,
     keep_power_on,
     make_piid,
+    piid_parts,
     trip_relay,
 )
 from shared_protocol.dlt698.data import (
@@ -190,6 +191,7 @@ __all__ = [
     "keep_power_on",
     "make_piid",
     "meter_values",
+    "piid_parts",
     "split_apdu",
     "trip_relay",
 ]

@@ -94,6 +94,7 @@ __all__ = [
     "keep_power_off",
     "keep_power_on",
     "make_piid",
+    "piid_parts",
     "trip_relay",
 ]
 
@@ -145,6 +146,12 @@ def make_piid(sequence: int, high_priority: bool = False) -> int:
     if not 0 <= sequence <= 63:
         raise LocalProtocolError(f"PIID sequence {sequence} is outside 0..63")
     return high_priority << 7 | sequence
+
+
+def piid_parts(piid: int) -> tuple[bool, bool, int]:
+    """(high priority, ACD, sequence) of a PIID / PIID-ACD byte; ACD (bit 6) is only
+    meaningful in server replies, where it asks the client to read pending reports."""
+    return bool(piid & 0x80), bool(piid & 0x40), piid & 0x3F
 
 
 def _check_byte(name: str, value: int) -> None:

@@ -25,8 +25,8 @@ from shared_protocol.stream import NEED_DATA, Discarded, NeedData
 
 __all__ = ["MAX_BUFFER", "StreamParser"]
 
-# The largest frame (L ≤ 0x3FFF plus 68 and 16) and some preamble fit; more than that
-# buffered without a frame means noise, which we discard instead of holding on to.
+# The most bytes one pending frame can occupy (L ≤ 0x3FFF, plus 68, 16 and a preamble):
+# the parser never waits for more than this before deciding frame-or-noise.
 MAX_BUFFER: Final = MAX_FRAME_LENGTH + 2 + 64
 # Bytes needed to read AF and so learn the header's length.
 _MIN_HEADER: Final = 5
@@ -94,8 +94,7 @@ class StreamParser:
             return self._drop_to_next_start(f"bad frame header: {exc}")
         total = header.length + 2
         if len(buf) < total:
-            if len(buf) > MAX_BUFFER:  # pragma: no cover - total ≤ MAX_BUFFER by L's width
-                return self._drop_to_next_start("frame larger than the buffer limit")
+            # total ≤ MAX_BUFFER by L's 14 bits, so waiting here is bounded.
             return self._need_more("truncated frame at end of stream")
         if buf[total - 1] != END:
             return self._drop_to_next_start(f"no 16 end byte where L={header.length} puts it")
