@@ -383,6 +383,8 @@ def test_every_data_type_has_a_golden_case() -> None:
         ("0A 01 FF", MalformedFrameError),  # visible-string not ASCII
         ("5A 0B", UnsupportedError),  # RSD selector 11
         ("5B 02", MalformedFrameError),  # CSD choice 2
+        ("54 06 00 01", MalformedFrameError),  # TI unit 6 (units are 0 s … 5 year)
+        ("58 04 00 00", MalformedFrameError),  # Region kind 4 (kinds are 0..3)
     ],
 )
 def test_data_defects(wire: str, error: type[Exception]) -> None:

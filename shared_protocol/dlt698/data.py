@@ -289,7 +289,7 @@ class TI:
     interval: int
 
     def __post_init__(self) -> None:
-        _check_range("TI unit", self.unit, 0, 255)
+        _check_range("TI unit", self.unit, 0, 5)  # second, minute, hour, day, month, year
         _check_range("TI interval", self.interval, 0, 0xFFFF)
 
 
@@ -457,7 +457,7 @@ class Region:
     end: Data
 
     def __post_init__(self) -> None:
-        _check_range("region kind", self.kind, 0, 255)
+        _check_range("region kind", self.kind, 0, 3)
 
 
 @dataclass(frozen=True)
@@ -1076,7 +1076,11 @@ def read_data(r: Reader) -> Data:
 def decode_data(raw: bytes) -> Data:
     """Exactly one Data filling ``raw``; trailing bytes are malformed."""
     r = Reader(bytes(raw))
-    data = read_data(r)
+    try:
+        data = read_data(r)
+    except LocalProtocolError as exc:
+        # A value our own constructors refuse came off the line: the peer's fault.
+        raise MalformedFrameError(str(exc)) from None
     if r.remaining:
         raise MalformedFrameError(f"{r.remaining} byte(s) left after the Data value")
     return data
