@@ -686,3 +686,19 @@ def test_piid_bits() -> None:
     assert dlt698.piid_parts(0xC5) == (True, True, 5)
     with pytest.raises(LocalProtocolError):
         dlt698.make_piid(64)
+
+
+def test_apdu_values_flattens_results_records_and_security() -> None:
+    voltage = GetResult(OAD.parse("20000201"), Data(DataType.LONG_UNSIGNED, 0x08C1))
+    plain = GetResponseNormal(1, voltage)
+    expected = [MeterValue("1-0:32.7.0", Decimal("224.1"), "V")]
+    assert dlt698.apdu_values(plain) == expected
+    assert dlt698.apdu_values(SecurityResponse(encode_apdu(plain), mac=b"1234")) == expected
+    columns = RCSD.of(OAD.parse("20210200"), OAD.parse("200F0200"))
+    row = (Data(DataType.DATE_TIME_S, DT_S), Data(DataType.LONG_UNSIGNED, 4998))
+    record = GetResponseRecord(1, RecordResult(OAD.parse("50020200"), columns, rows=(row,)))
+    assert dlt698.apdu_values(record) == [
+        MeterValue("0-0:1.0.3", datetime(2016, 9, 11, 18, 30, 21), None),
+        MeterValue("1-0:14.7.0", Decimal("49.98"), "Hz"),
+    ]
+    assert dlt698.apdu_values(GetRequestNormal(1, OAD.parse("20000200"))) == []

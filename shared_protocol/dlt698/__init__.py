@@ -101,7 +101,13 @@ from shared_protocol.dlt698.frame import (
     encode_frame,
     split_apdu,
 )
-from shared_protocol.dlt698.objects import CATALOGUE, ObjectEntry, find_object, meter_values
+from shared_protocol.dlt698.objects import (
+    CATALOGUE,
+    ObjectEntry,
+    apdu_values,
+    find_object,
+    meter_values,
+)
 from shared_protocol.dlt698.stream import MAX_BUFFER, StreamParser
 
 __all__ = [
@@ -176,6 +182,7 @@ __all__ = [
     "VerificationKind",
     "alarm_off",
     "alarm_on",
+    "apdu_values",
     "close_relay",
     "crc16",
     "dar_name",

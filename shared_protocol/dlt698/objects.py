@@ -13,6 +13,17 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Final
 
+from shared_protocol.dlt698.apdu import (
+    Apdu,
+    GetResponseNormal,
+    GetResponseNormalList,
+    GetResponseRecord,
+    GetResult,
+    RecordResult,
+    ReportNotificationList,
+    ReportNotificationRecordList,
+    SecurityResponse,
+)
 from shared_protocol.dlt698.data import (
     OAD,
     BitString,
@@ -24,7 +35,7 @@ from shared_protocol.dlt698.data import (
 from shared_protocol.errors import UnsupportedError
 from shared_protocol.quantities import QUANTITIES, MeterValue, ScalarValue
 
-__all__ = ["CATALOGUE", "ObjectEntry", "find_object", "meter_values", "scale"]
+__all__ = ["CATALOGUE", "ObjectEntry", "apdu_values", "find_object", "meter_values", "scale"]
 
 
 @dataclass(frozen=True)
@@ -188,6 +199,36 @@ def meter_values(oad: OAD, data: Data) -> list[MeterValue]:
         value = _scalar(entry, element)
         if value is not None and code in QUANTITIES:
             values.append(MeterValue(code, value, entry.unit))
+    return values
+
+
+def apdu_values(apdu: Apdu) -> list[MeterValue]:
+    """Every catalogued value in a GET-Response / REPORT (or a plaintext SECURITY reply
+    around one): normal results first, then record rows in order. DARs and uncatalogued
+    OADs contribute nothing."""
+    if isinstance(apdu, SecurityResponse):
+        if apdu.payload is None or apdu.ciphertext:
+            return []
+        apdu = apdu.inner()
+    results: tuple[GetResult, ...] = ()
+    records: tuple[RecordResult, ...] = ()
+    if isinstance(apdu, GetResponseNormal):
+        results = (apdu.result,)
+    elif isinstance(apdu, GetResponseNormalList | ReportNotificationList):
+        results = apdu.results
+    elif isinstance(apdu, GetResponseRecord):
+        records = (apdu.result,)
+    elif isinstance(apdu, ReportNotificationRecordList):
+        records = apdu.records
+    values: list[MeterValue] = []
+    for result in results:
+        if result.data is not None:
+            values += meter_values(result.oad, result.data)
+    for record in records:
+        for row in record.rows or ():
+            for csd, cell in zip(record.rcsd.columns, row, strict=True):
+                if isinstance(csd.column, OAD):
+                    values += meter_values(csd.column, cell)
     return values
 
 
