@@ -284,6 +284,8 @@ DATA_GOLDEN: list[tuple[Data, str]] = [
     (Data(DataType.BOOL, True), "03 01"),
     (Data(DataType.BIT_STRING, BitString(8, b"\x80")), "04 08 80"),
     (Data(DataType.BIT_STRING, BitString(12, b"\xab\xc0")), "04 0C AB C0"),
+    # 200 bits: the long-form length counts bits, more than the 25 bytes that follow
+    (Data(DataType.BIT_STRING, BitString(200, bytes(25))), "04 81 C8" + " 00" * 25),
     (Data(DataType.DOUBLE_LONG, -1), "05 FF FF FF FF"),
     (Data(DataType.DOUBLE_LONG_UNSIGNED, 123456), "06 00 01 E2 40"),
     (Data(DataType.OCTET_STRING, H("000039200933")), "09 06 00 00 39 20 09 33"),

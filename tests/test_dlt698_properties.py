@@ -95,7 +95,7 @@ sids = st.builds(SID, st.integers(0, 2**32 - 1), small_bytes)
 
 @st.composite
 def bit_strings(draw: st.DrawFn) -> BitString:
-    bits = draw(st.integers(0, 40))
+    bits = draw(st.integers(0, 300))
     return BitString(bits, draw(st.binary(min_size=(bits + 7) // 8, max_size=(bits + 7) // 8)))
 
 

@@ -148,12 +148,8 @@ class Reader:
         count = first & 0x7F
         if count == 0 or count > 4:
             raise MalformedFrameError(f"A-XDR length prefix 0x{first:02X} is not valid")
-        value = int.from_bytes(self.take(count), "big")
-        if value > self.remaining:
-            raise MalformedFrameError(
-                f"A-XDR length {value} exceeds the {self.remaining} byte(s) left"
-            )
-        return value
+        # Not checked against the bytes left here: a bit-string length counts bits.
+        return int.from_bytes(self.take(count), "big")
 
     def count(self) -> int:
         """A SEQUENCE OF count; every element takes ≥1 byte, so it cannot exceed the rest."""
