@@ -704,3 +704,13 @@ def test_apdu_values_flattens_results_records_and_security() -> None:
         MeterValue("1-0:14.7.0", Decimal("49.98"), "Hz"),
     ]
     assert dlt698.apdu_values(GetRequestNormal(1, OAD.parse("20000200"))) == []
+
+
+def test_largest_frame_fits_and_one_more_byte_does_not() -> None:
+    address = ServerAddress.single("000000000001")
+    # L = 2 (L) + 1 (C) + 7 (AF+SA) + 1 (CA) + 2 (HCS) + APDU + 2 (FCS) ≤ 0x3FFF
+    biggest = 0x3FFF - 15
+    frame = Frame(Control.client_request(), address, 0, bytes(biggest))
+    assert decode_frame(encode_frame(frame)) == frame
+    with pytest.raises(LocalProtocolError):
+        Frame(Control.client_request(), address, 0, bytes(biggest + 1))

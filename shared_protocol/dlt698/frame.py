@@ -223,7 +223,7 @@ class Frame:
     def __post_init__(self) -> None:
         if not 0 <= self.client_address <= 255:
             raise LocalProtocolError(f"client address {self.client_address} is outside 0..255")
-        if len(self.apdu) + 8 + len(self.address.wire) > MAX_FRAME_LENGTH:
+        if self.header_length + len(self.apdu) + 2 > MAX_FRAME_LENGTH:
             raise LocalProtocolError(f"APDU of {len(self.apdu)} bytes does not fit one frame")
 
     @property
