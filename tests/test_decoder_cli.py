@@ -55,7 +55,10 @@ def test_auto_detects_protocol_validity_and_address(vector: dict[str, Any]) -> N
     assert result["protocol"] == STANDARD_TO_PROTOCOL[vector["standard"]]
     if vector["id"] not in SEMANTIC_NEGATIVES:
         assert result["valid"] is vector["verified"], result
-    if vector["verified"]:
+    if vector["id"] in SEMANTIC_NEGATIVES:
+        assert result["valid"] is False
+        assert "baud" in result["error"]
+    elif vector["verified"]:
         assert result["error"] is None
     else:
         assert isinstance(result["error"], str) and result["error"]
