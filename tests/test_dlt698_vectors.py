@@ -168,7 +168,8 @@ def test_explain_matches_vector_header(vector: dict[str, Any]) -> None:
         assert view["address"] == dec["SA"]
         assert view["control"] == dec["control"]
         assert view["ca"] == dec["CA"]
-        assert view["direction"] == ("response" if dec["DIR"] else "request")
+        assert view["direction"] == ("response" if dec["DIR"] == dec["PRM"] else "request")
+        assert view["sender"] == ("server" if dec["DIR"] else "client")
 
 
 # --------------------------------------------------------------------- stream parser

@@ -334,7 +334,10 @@ def _read_header(body: bytes, out: Explanation) -> int | None:
         return None
     control = Control.from_byte(body[3])
     out["control"] = f"{body[3]:02X}"
-    out["direction"] = "response" if control.from_server else "request"
+    # The exchange's starter sends the request: the client when PRM=1 (43 → C3), the
+    # server when PRM=0 (a login 81 or a report 83, answered by 01 or 03).
+    out["direction"] = "response" if control.from_server == control.client_started else "request"
+    out["sender"] = "server" if control.from_server else "client"
     out["function"] = FUNCTION_NAMES.get(control.function, f"reserved function {control.function}")
     if len(body) < 5:
         return None
