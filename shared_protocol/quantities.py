@@ -27,6 +27,7 @@ __all__ = [
     "ScalarValue",
     "base_obis",
     "quantity",
+    "vocabulary_markdown",
     "with_billing_period",
 ]
 
@@ -185,3 +186,10 @@ def quantity(code: str) -> Quantity:
         return base
     period = code.split("*", 1)[1]
     return Quantity(code, f"{base.name} (settlement −{period})", base.unit)
+
+
+def vocabulary_markdown() -> str:
+    """The vocabulary as a Markdown table; ``docs/protocols.md`` carries this exact text."""
+    lines = ["| OBIS code | quantity | unit |", "|---|---|---|"]
+    lines += [f"| `{q.obis}` | {q.name} | {q.unit or ''} |" for q in _TABLE]
+    return "\n".join(lines)

@@ -58,3 +58,30 @@ def test_unknown_or_malformed_codes_are_refused_with_the_code_named(bad: str) ->
 def test_billing_period_out_of_range_is_refused() -> None:
     with pytest.raises(LocalProtocolError):
         with_billing_period("1-0:1.8.0", 100)
+
+
+def test_docs_carry_the_vocabulary_table() -> None:
+    from pathlib import Path
+
+    from shared_protocol.quantities import vocabulary_markdown
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "protocols.md").read_text()
+    assert vocabulary_markdown() in doc, "regenerate the table in docs/protocols.md"
+
+
+def test_every_protocol_table_names_known_quantities() -> None:
+    from shared_protocol.dlt645 import DATA_ITEMS
+    from shared_protocol.dlt698 import CATALOGUE
+    from shared_protocol.modbus import METER_MAPS
+
+    codes: set[str] = set()
+    for items in DATA_ITEMS.values():
+        for item in items.values():
+            codes |= {field.obis for field in item.fields if field.obis}
+    for entry in CATALOGUE.values():
+        codes |= set(entry.obis)
+    for register_map in METER_MAPS.values():
+        codes |= {entry.obis for entry in register_map.entries}
+    assert codes, "protocol tables name no quantities"
+    for code in codes:
+        quantity(code)  # raises for a code outside the vocabulary
