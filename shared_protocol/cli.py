@@ -59,6 +59,7 @@ def cli() -> None:
 \b
 Examples:
   python -m shared_protocol decode 68 AA AA AA AA AA AA 68 13 00 DF 16
+  python -m shared_protocol decode --model sdm630 --start 0 01 04 04 43 66 00 00 0E 1F
   python -m shared_protocol decode --protocol dlt698.45 \
       '68 17 00 43 45 AA AA AA AA AA AA 10 DA 5F 05 01 01 40 01 02 00 00 C6 07 16'
 """
@@ -71,10 +72,30 @@ Examples:
     show_default=True,
     help="Which protocol the frame is in; auto guesses from its structure.",
 )
+@click.option(
+    "--model",
+    help="Modbus meter model (sdm120, sdm630, ddsu666, dtsu666): decode register values.",
+)
+@click.option("--start", help="Modbus: first register the read asked for (72, 0x48 or 48h).")
 @click.option("--compact", is_flag=True, help="One line of JSON instead of indented JSON.")
-def decode(hex_text: tuple[str, ...], protocol: str, compact: bool) -> None:
+def decode(
+    hex_text: tuple[str, ...],
+    protocol: str,
+    model: str | None,
+    start: str | None,
+    compact: bool,
+) -> None:
     raw = _read_hex(hex_text)
-    _emit(explain(raw, protocol), compact)
+    try:
+        result = explain(
+            raw,
+            protocol,
+            modbus_model=model,
+            modbus_start=None if start is None else _int(start),
+        )
+    except LocalProtocolError as exc:
+        raise _local_error(exc) from None
+    _emit(result, compact)
 
 
 def _hex(raw: bytes) -> str:

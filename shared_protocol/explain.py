@@ -71,13 +71,29 @@ def _body(raw: bytes) -> bytes:
     return raw.lstrip(b"\xfe")
 
 
-def explain(raw: bytes, protocol: str = "auto") -> Explanation:
-    """Decode ``raw`` as ``protocol`` (or guess it) into the dict described above."""
+def explain(
+    raw: bytes,
+    protocol: str = "auto",
+    *,
+    modbus_model: str | None = None,
+    modbus_start: int | None = None,
+) -> Explanation:
+    """Decode ``raw`` as ``protocol`` (or guess it) into the dict described above.
+
+    Modbus frames carry no register addresses in their replies, so values come out only
+    when the caller names the meter model and the first register that was read.
+    """
     if protocol not in PROTOCOLS:
         raise LocalProtocolError(
             f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}"
         )
     explainers = _explainers()
+    if modbus_model is not None or modbus_start is not None:
+        if protocol not in ("auto", "modbus-rtu"):
+            raise LocalProtocolError("a Modbus model or start register goes with modbus-rtu")
+        from shared_protocol.modbus.explain import explain as explain_modbus
+
+        return explain_modbus(raw, meter_model=modbus_model, start=modbus_start)
     if protocol != "auto":
         return explainers[protocol](raw)
     # Candidates in order of structural likelihood; the first valid reading wins, and when

@@ -148,3 +148,21 @@ def test_forced_protocol_is_respected() -> None:
     frame = parse_hex("68 AA AA AA AA AA AA 68 13 00 DF 16")
     assert explain(frame, "dlt698.45")["protocol"] == "dlt698.45"
     assert explain(frame, "dlt698.45")["valid"] is False
+
+
+def test_modbus_reply_decodes_with_model_and_start() -> None:
+    # SDM630 input register 0x0000 = phase 1 voltage, float32 big-endian;
+    # 0x43660000 = 2^7 × 1.796875 = 230.0 V. CRC computed by pymodbus' framer.
+    result = _run_cli("decode", "--model", "sdm630", "--start", "0", "01 04 04 43 66 00 00 0E 1F")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["valid"] is True
+    assert doc["values"] == [
+        {"quantity": "voltage L1", "obis": "1-0:32.7.0", "value": "230", "unit": "V"}
+    ]
+
+
+def test_modbus_model_unknown_is_a_usage_error() -> None:
+    result = _run_cli("decode", "--model", "sdm999", "--start", "0", "01 04 04 43 66 00 00 0E 1F")
+    assert result.returncode == 2
+    assert "sdm630" in result.stderr  # names the models it knows
