@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from shared_protocol.errors import (
     ChecksumError,
@@ -64,18 +64,40 @@ _ADDRESS_RE = re.compile(r"^[0-9A-F]{12}$")
 _USER_ADDRESS_RE = re.compile(r"^[0-9A]{1,12}$")
 
 
+# Address conversions are pure functions of a short string / 6 bytes, and a master talks to
+# a handful of meters, so their results are memoised (bounded: the caches are dropped when
+# they reach _MEMO_LIMIT entries, so odd callers cannot grow memory).
+_MEMO_LIMIT: Final = 4096
+_normalized: dict[str, str] = {}
+_from_wire: dict[bytes, str] = {}
+_to_wire: dict[str, bytes] = {}
+
+
+def _memo(cache: dict[Any, Any], key: object, value: object) -> None:
+    if len(cache) >= _MEMO_LIMIT:
+        cache.clear()
+    cache[key] = value
+
+
 def normalize_address(address: str) -> str:
     """A nameplate address as 12 characters; short ("compressed") ones are padded with A.
 
     ``"123456789"`` → ``"AAA123456789"``: the high-order nibbles become AA wildcards, which
     a meter matches against any digit (peace0phmind/dlt645 frame_test.go:36-40).
     """
+    try:
+        return _normalized[address]
+    except (KeyError, TypeError):
+        pass
     cleaned = address.replace(" ", "").upper()
     if not _USER_ADDRESS_RE.match(cleaned):
         raise LocalProtocolError(
             f"meter address {address!r} must be 1-12 decimal digits (A = wildcard nibble)"
         )
-    return cleaned.rjust(12, "A")
+    normal = cleaned.rjust(12, "A")
+    if type(address) is str:
+        _memo(_normalized, address, normal)
+    return normal
 
 
 def address_to_wire(address: str) -> bytes:
@@ -85,9 +107,26 @@ def address_to_wire(address: str) -> bytes:
 
 def address_from_wire(wire: bytes) -> str:
     """Wire bytes (low byte first) → the 12 characters printed on the nameplate."""
+    try:
+        return _from_wire[wire]  # type: ignore[index]
+    except (KeyError, TypeError):
+        pass
     if len(wire) != 6:
         raise LocalProtocolError(f"an address is 6 bytes on the wire, got {len(wire)}")
-    return wire[::-1].hex().upper()
+    address = wire[::-1].hex().upper()
+    if type(wire) is bytes:
+        _memo(_from_wire, wire, address)
+    return address
+
+
+def _wire_of(address: str) -> bytes:
+    """``Frame.address`` (already validated) → its 6 wire bytes, memoised."""
+    try:
+        return _to_wire[address]
+    except KeyError:
+        wire = bytes.fromhex(address)[::-1]
+        _memo(_to_wire, address, wire)
+        return wire
 
 
 def checksum(body: bytes) -> int:
@@ -95,12 +134,17 @@ def checksum(body: bytes) -> int:
     return sum(body) & 0xFF
 
 
+# bytes.translate tables for the +33H data offset (added on the wire, removed on reading)
+_ADD_TABLE: Final = bytes((b + DATA_OFFSET) & 0xFF for b in range(256))
+_REMOVE_TABLE: Final = bytes((b - DATA_OFFSET) & 0xFF for b in range(256))
+
+
 def _add_offset(data: bytes) -> bytes:
-    return bytes((b + DATA_OFFSET) & 0xFF for b in data)
+    return bytes(data).translate(_ADD_TABLE)
 
 
 def _remove_offset(data: bytes) -> bytes:
-    return bytes((b - DATA_OFFSET) & 0xFF for b in data)
+    return bytes(data).translate(_REMOVE_TABLE)
 
 
 @dataclass(frozen=True)
@@ -118,6 +162,11 @@ class Control:
 
     @classmethod
     def from_byte(cls, value: int) -> Control:
+        if cls is Control:
+            try:
+                return _CONTROLS[value & 0xFF]  # equal to a fresh one, and immutable
+            except TypeError:
+                pass
         return cls(
             function=value & 0x1F,
             response=bool(value & 0x80),
@@ -133,6 +182,24 @@ class Control:
             | (0x40 if self.abnormal else 0)
             | (0x20 if self.follow_up else 0)
         )
+
+
+_new = object.__new__
+
+
+def _control_of(value: int) -> Control:
+    control: Control = _new(Control)
+    control.__dict__.update(
+        function=value & 0x1F,
+        response=bool(value & 0x80),
+        abnormal=bool(value & 0x40),
+        follow_up=bool(value & 0x20),
+    )
+    return control
+
+
+# Every control byte, built once: decoders and builders share these immutable instances.
+_CONTROLS: Final[tuple[Control, ...]] = tuple(_control_of(value) for value in range(256))
 
 
 @dataclass(frozen=True)
@@ -159,17 +226,52 @@ class Frame:
         return bytes.fromhex(self.address)[::-1]
 
 
+def _frame(address: str, control: Control, data: bytes) -> Frame:
+    """A :class:`Frame` whose address and data length the caller has already checked.
+
+    Only for this package's decoders and builders, which produce valid fields by
+    construction; everyone else goes through ``Frame(...)`` and its validation.
+    """
+    frame: Frame = _new(Frame)
+    fields = frame.__dict__
+    fields["address"] = address
+    fields["control"] = control
+    fields["data"] = data
+    return frame
+
+
+def _checked_frame(address: str, control: Control, data: bytes) -> Frame:
+    """:func:`_frame` for an address that is known valid but data of any length."""
+    if len(data) > MAX_DATA_LENGTH:
+        raise LocalProtocolError(
+            f"data field of {len(data)} bytes exceeds the {MAX_DATA_LENGTH}-byte limit"
+        )
+    return _frame(address, control, data)
+
+
+_START_BYTES: Final = bytes([START])
+_END_BYTE: Final = END
+
+
 def encode_frame(frame: Frame, preamble: int = DEFAULT_REQUEST_PREAMBLE) -> bytes:
     """Bytes on the wire for ``frame``, preceded by ``preamble`` FE wake-up bytes."""
     if not 0 <= preamble <= MAX_PREAMBLE:
         raise LocalProtocolError(f"preamble must be 0..{MAX_PREAMBLE} FE bytes, got {preamble}")
+    data = frame.data
+    address = frame.address
+    wire = _to_wire.get(address) if type(frame) is Frame else None
+    if wire is None:
+        wire = frame.wire_address
+        if type(frame) is Frame:
+            _memo(_to_wire, address, wire)
+    control = frame.control
     body = (
-        bytes([START])
-        + frame.wire_address
-        + bytes([START, frame.control.byte, len(frame.data)])
-        + _add_offset(frame.data)
+        _START_BYTES
+        + wire
+        + bytes((START, control.byte, len(data)))
+        + bytes(data).translate(_ADD_TABLE)
     )
-    return bytes([PREAMBLE_BYTE]) * preamble + body + bytes([checksum(body), END])
+    return b"\xfe" * preamble + body + bytes(((sum(body) & 0xFF), _END_BYTE))
 
 
 def parse_frame_at(buffer: bytes | bytearray, start: int = 0) -> tuple[Frame, int] | None:
@@ -200,7 +302,7 @@ def parse_frame_at(buffer: bytes | bytearray, start: int = 0) -> tuple[Frame, in
     if len(buffer) < end:
         return None
     body = bytes(buffer[start : end - 2])
-    expected = checksum(body)
+    expected = sum(body) & 0xFF
     received = buffer[end - 2]
     if received != expected:
         raise ChecksumError(
@@ -212,11 +314,12 @@ def parse_frame_at(buffer: bytes | bytearray, start: int = 0) -> tuple[Frame, in
             f"frame must end with 16 but ends with {buffer[end - 1]:02X}:"
             " the L byte disagrees with the frame's real length"
         )
-    frame = Frame(
-        address=address_from_wire(body[1:7]),
-        control=Control.from_byte(body[8]),
-        data=_remove_offset(body[HEADER_SIZE:]),
-    )
+    wire = body[1:7]
+    address = _from_wire.get(wire)
+    if address is None:
+        address = address_from_wire(wire)
+    # every field is valid by construction: 12 hex digits, L ≤ MAX_DATA_LENGTH
+    frame = _frame(address, _CONTROLS[body[8]], body[HEADER_SIZE:].translate(_REMOVE_TABLE))
     return frame, end
 
 
@@ -227,14 +330,17 @@ def _second_start_reason(found: int) -> str:
     )
 
 
+_PREAMBLE_BYTES: Final = bytes([PREAMBLE_BYTE])
+
+
 def count_preamble(raw: bytes) -> int:
     """How many FE wake-up bytes precede the frame."""
-    return len(raw) - len(raw.lstrip(bytes([PREAMBLE_BYTE])))
+    return len(raw) - len(raw.lstrip(_PREAMBLE_BYTES))
 
 
 def decode_frame(raw: bytes) -> Frame:
     """Decode exactly one frame (any number of leading FE) from ``raw``."""
-    start = count_preamble(raw)
+    start = len(raw) - len(raw.lstrip(_PREAMBLE_BYTES))
     if start == len(raw):
         raise MalformedFrameError("no frame: only FE preamble bytes or nothing at all")
     parsed = parse_frame_at(raw, start)
