@@ -135,14 +135,24 @@ class Reader:
         return chunk
 
     def u8(self) -> int:
-        return self.take(1)[0]
+        pos = self.pos
+        buf = self.buf
+        if pos >= len(buf):
+            self.take(1)  # raises the truncation error
+        self.pos = pos + 1
+        return buf[pos]
 
     def u16(self) -> int:
         return int.from_bytes(self.take(2), "big")
 
     def length(self) -> int:
         """An A-XDR length: one byte below 0x80, else 0x8n and n big-endian length bytes."""
-        first = self.u8()
+        pos = self.pos
+        buf = self.buf
+        if pos >= len(buf):
+            self.take(1)  # raises the truncation error
+        first = buf[pos]
+        self.pos = pos + 1
         if first < 0x80:
             return first
         count = first & 0x7F
@@ -154,7 +164,7 @@ class Reader:
     def count(self) -> int:
         """A SEQUENCE OF count; every element takes ≥1 byte, so it cannot exceed the rest."""
         n = self.length()
-        if n > self.remaining:
+        if n > len(self.buf) - self.pos:
             raise MalformedFrameError(
                 f"element count {n} exceeds the {self.remaining} byte(s) left"
             )
@@ -190,6 +200,10 @@ def _check_range(name: str, value: int, low: int, high: int) -> None:
 # --------------------------------------------------------------------- small types
 
 
+_pack_oad: Final = struct.Struct(">HBB").pack
+_new: Final = object.__new__
+
+
 @dataclass(frozen=True)
 class OAD:
     """Object attribute descriptor: OI, attribute (bits 0-4) + feature (bits 5-7), index."""
@@ -221,7 +235,7 @@ class OAD:
         return cls(int.from_bytes(raw[:2], "big"), raw[2] & 0x1F, raw[3], raw[2] >> 5)
 
     def to_bytes(self) -> bytes:
-        return self.oi.to_bytes(2, "big") + bytes([self.feature << 5 | self.attribute, self.index])
+        return _pack_oad(self.oi, self.feature << 5 | self.attribute, self.index)
 
     def with_index(self, index: int) -> OAD:
         return OAD(self.oi, self.attribute, index, self.feature)
@@ -630,6 +644,11 @@ _TEXTS: Final[dict[DataType, str]] = {
     DataType.UTF8_STRING: "utf-8",
 }
 
+# Integer tags: (low, high), for the constructor's fast path.
+_INT_RANGES: Final[dict[DataType, tuple[int, int]]] = {
+    t: (low, high) for t, (_, low, high) in _INTEGERS.items()
+}
+
 # Python type each remaining tag carries.
 _VALUE_KINDS: Final[dict[DataType, type]] = {
     DataType.BOOL: bool,
@@ -654,6 +673,22 @@ _VALUE_KINDS: Final[dict[DataType, type]] = {
 }
 
 
+# The exact Python type a tag's value has in the common case (``int`` means an integer
+# tag, checked against _INT_RANGES; ``tuple`` an array/structure of Data; NoneType NULL).
+# VISIBLE_STRING is absent on purpose: it also needs the ASCII check of the full path.
+_EXACT_KINDS: Final[dict[DataType, type | None]] = {
+    DataType.NULL: type(None),
+    DataType.ARRAY: tuple,
+    DataType.STRUCTURE: tuple,
+    **dict.fromkeys(_INTEGERS, int),
+    **dict.fromkeys(_FLOATS, float),
+    **dict.fromkeys(_OCTETS, bytes),
+    DataType.UTF8_STRING: str,
+    DataType.VISIBLE_STRING: None,
+    **_VALUE_KINDS,
+}
+
+
 @dataclass(frozen=True)
 class Data:
     """One tagged A-XDR value; the constructor checks the value fits the tag."""
@@ -662,6 +697,28 @@ class Data:
     value: DataValue = None
 
     def __post_init__(self) -> None:
+        # Fast acceptance of the common well-formed cases; anything else (including
+        # every value that is refused) takes the full check below, which words the error.
+        t = self.type
+        if type(t) is DataType:
+            v = self.value
+            expected = _EXACT_KINDS.get(t)
+            if expected is int:
+                low, high = _INT_RANGES[t]
+                if type(v) is int and low <= v <= high:
+                    return
+            elif expected is tuple:
+                if type(v) is tuple:
+                    for x in v:
+                        if type(x) is not Data:
+                            break
+                    else:
+                        return
+            elif type(v) is expected:
+                return
+        self._check()
+
+    def _check(self) -> None:
         t, v = self.type, self.value
         if not isinstance(t, DataType):
             raise LocalProtocolError(f"{t!r} is not a DataType")
@@ -851,16 +908,85 @@ _BODY_ENCODERS: Final[dict[DataType, Callable[[object], bytes]]] = {
 }
 
 
+_DataEncoder = Callable[[Data, list[bytes]], None]
+
+
+def _int_encoder(fmt: str) -> _DataEncoder:
+    pack = struct.Struct(">B" + fmt[1:]).pack  # tag byte and body in one go
+
+    def encode(d: Data, out: list[bytes]) -> None:
+        out.append(pack(d.type, d.value))
+
+    return encode
+
+
+def _encode_composite(d: Data, out: list[bytes]) -> None:
+    items = d.items
+    n = len(items)
+    out.append(bytes((d.type, n)) if n < 0x80 else bytes([d.type]) + encode_length(n))
+    for x in items:
+        _ENCODERS[x.type](x, out)
+
+
+def _encode_other(d: Data, out: list[bytes]) -> None:
+    out.append(bytes([d.type]) + _enc_body(d))
+
+
+_ENCODERS: Final[dict[DataType, _DataEncoder]] = {
+    t: _encode_composite
+    if t in (DataType.ARRAY, DataType.STRUCTURE)
+    else _int_encoder(_INTEGERS[t][0])
+    if t in _INTEGERS
+    else _encode_other
+    for t in DataType
+}
+
+
+def encode_data_into(data: Data, out: list[bytes]) -> None:
+    """Append the pieces of ``encode_data(data)`` to ``out`` (join them once at the end)."""
+    _ENCODERS[data.type](data, out)
+
+
 def encode_data(data: Data) -> bytes:
     """Tag + A-XDR body of ``data``."""
-    return bytes([data.type]) + _enc_body(data)
+    out: list[bytes] = []
+    _ENCODERS[data.type](data, out)
+    return out[0] if len(out) == 1 else b"".join(out)
 
 
 # ------------------------------------------------------------------------ decoding
 
 
+# Decoded OADs by their 32-bit wire value. OADs are immutable, and a meter reads a few
+# dozen distinct ones, so the table stays small; it stops growing at _OAD_CACHE_MAX so
+# hostile input cannot inflate it.
+_OAD_CACHE: Final[dict[int, OAD]] = {}
+_OAD_CACHE_MAX: Final = 4096
+
+
+def _oad_from_word(word: int) -> OAD:
+    """The OAD for a 32-bit wire value (every value is valid: fields fit by construction)."""
+    oad = _OAD_CACHE.get(word)
+    if oad is None:
+        oad = _new(OAD)
+        fields = oad.__dict__
+        fields["oi"] = word >> 16
+        fields["attribute"] = (word >> 8) & 0x1F
+        fields["index"] = word & 0xFF
+        fields["feature"] = (word >> 13) & 0x07
+        if len(_OAD_CACHE) < _OAD_CACHE_MAX:
+            _OAD_CACHE[word] = oad
+    return oad
+
+
 def read_oad(r: Reader) -> OAD:
-    return OAD.from_bytes(r.take(4))
+    pos = r.pos
+    end = pos + 4
+    buf = r.buf
+    if end > len(buf):
+        r.take(4)  # raises the truncation error
+    r.pos = end
+    return _oad_from_word(int.from_bytes(buf[pos:end], "big"))
 
 
 def read_omd(r: Reader) -> OMD:
@@ -1036,32 +1162,96 @@ _BODY_DECODERS: Final[dict[DataType, Callable[[Reader, int], DataValue]]] = {
 }
 
 
+def _data(t: DataType, value: DataValue) -> Data:
+    """A Data for a value a decoder produced: it fits the tag by construction, so the
+    public constructor's checks are skipped."""
+    d = _new(Data)
+    fields = d.__dict__
+    fields["type"] = t
+    fields["value"] = value
+    return d
+
+
+_TagDecoder = Callable[[Reader, int], Data]
+
+
+def _int_decoder(t: DataType, fmt: str) -> _TagDecoder:
+    unpack_from = struct.Struct(fmt).unpack_from
+    size = struct.calcsize(fmt)
+
+    def decode(r: Reader, depth: int) -> Data:
+        pos = r.pos
+        if pos + size > len(r.buf):
+            r.take(size)  # raises the truncation error
+        r.pos = pos + size
+        d = _new(Data)
+        fields = d.__dict__
+        fields["type"] = t
+        fields["value"] = unpack_from(r.buf, pos)[0]
+        return d
+
+    return decode
+
+
+def _composite_decoder(t: DataType) -> _TagDecoder:
+    def decode(r: Reader, depth: int) -> Data:
+        depth += 1
+        return _data(t, tuple([_decode(r, depth) for _ in range(r.count())]))
+
+    return decode
+
+
+def _null_decoder(r: Reader, depth: int) -> Data:
+    return _data(_NULL, None)
+
+
+def _octets_decoder(t: DataType) -> _TagDecoder:
+    return lambda r, depth: _data(t, r.octets())
+
+
+def _text_decoder(t: DataType) -> _TagDecoder:
+    return lambda r, depth: _data(t, _read_text(r, t))
+
+
+def _body_decoder(t: DataType, read: Callable[[Reader, int], DataValue]) -> _TagDecoder:
+    return lambda r, depth: _data(t, read(r, depth))
+
+
+_NULL: Final = DataType.NULL
+
+# Tag byte → decoder of the body after it; ``None`` for tags that are not Data types.
+_TAG_DECODERS: Final[list[_TagDecoder | None]] = [None] * 256
+for _t in DataType:
+    if _t is DataType.NULL:
+        _TAG_DECODERS[_t] = _null_decoder
+    elif _t in (DataType.ARRAY, DataType.STRUCTURE):
+        _TAG_DECODERS[_t] = _composite_decoder(_t)
+    elif _t in _INTEGERS:
+        _TAG_DECODERS[_t] = _int_decoder(_t, _INTEGERS[_t][0])
+    elif _t in _FLOATS:
+        _TAG_DECODERS[_t] = _int_decoder(_t, _FLOATS[_t])
+    elif _t in _OCTETS:
+        _TAG_DECODERS[_t] = _octets_decoder(_t)
+    elif _t in _TEXTS:
+        _TAG_DECODERS[_t] = _text_decoder(_t)
+    else:
+        _TAG_DECODERS[_t] = _body_decoder(_t, _BODY_DECODERS[_t])
+del _t
+
+
 def _decode(r: Reader, depth: int) -> Data:
     if depth > MAX_DEPTH:
         raise MalformedFrameError(f"Data nested deeper than {MAX_DEPTH} levels")
-    tag = r.u8()
-    try:
-        t = DataType(tag)
-    except ValueError:
-        raise UnsupportedError(f"unknown Data type tag 0x{tag:02X}") from None
-    value: DataValue
-    if t is DataType.NULL:
-        value = None
-    elif t in (DataType.ARRAY, DataType.STRUCTURE):
-        value = tuple(_decode(r, depth + 1) for _ in range(r.count()))
-    elif t in _INTEGERS:
-        fmt = _INTEGERS[t][0]
-        value = struct.unpack(fmt, r.take(struct.calcsize(fmt)))[0]
-    elif t in _FLOATS:
-        fmt = _FLOATS[t]
-        value = struct.unpack(fmt, r.take(struct.calcsize(fmt)))[0]
-    elif t in _OCTETS:
-        value = r.octets()
-    elif t in _TEXTS:
-        value = _read_text(r, t)
-    else:
-        value = _BODY_DECODERS[t](r, depth)
-    return Data(t, value)
+    pos = r.pos
+    buf = r.buf
+    if pos >= len(buf):
+        r.take(1)  # raises the truncation error
+    tag = buf[pos]
+    r.pos = pos + 1
+    decode = _TAG_DECODERS[tag]
+    if decode is None:
+        raise UnsupportedError(f"unknown Data type tag 0x{tag:02X}")
+    return decode(r, depth)
 
 
 def read_data(r: Reader) -> Data:
