@@ -641,8 +641,9 @@ class Meter:
         self.record_event(EventKind.RELAY_CLOSE, detail="button")
         return True
 
-    def set_keep_power(self, on: bool) -> None:
+    def set_keep_power(self, on: bool) -> RelayResult:
         self.keep_power = on
+        return RelayResult.DONE
 
     def freeze_now(self) -> FreezeRecord:
         record = self._freeze(self.local_time().replace(microsecond=0), self.snapshot())

@@ -1,0 +1,41 @@
+"""What every responder shares: the meter it speaks for and how it learns the time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from firmware_sim.clock import SimClock
+from firmware_sim.meter import Meter
+
+__all__ = ["Responder"]
+
+
+class Responder:
+    """Base of the protocol personalities.
+
+    ``clock``: before answering, the meter is brought up to ``clock.now()`` — through
+    ``sync`` when given (a transformer area advances all its meters together so the supply
+    meter stays balanced), else through ``meter.advance``. Without a clock the meter answers
+    at whatever time it was last advanced to (unit tests drive time by hand).
+    """
+
+    protocol: str = ""
+
+    def __init__(
+        self,
+        meter: Meter,
+        clock: SimClock | None = None,
+        *,
+        sync: Callable[[int], None] | None = None,
+    ) -> None:
+        self.meter = meter
+        self.clock = clock
+        self._sync = sync or meter.advance
+
+    @property
+    def device_id(self) -> str:
+        return self.meter.address
+
+    def _bring_up_to_date(self) -> None:
+        if self.clock is not None:
+            self._sync(self.clock.now_us())
