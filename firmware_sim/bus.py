@@ -66,6 +66,7 @@ LINE_FAMILIES: Final[dict[str, str]] = {
 _LINES: Final = frozenset(LINE_FAMILIES.values())
 # Float slack when comparing due times computed along different sums.
 _EPSILON: Final = 1e-9
+_FEED_SLICE: Final = 256
 
 Parser = dlt645.StreamParser | dlt698.StreamParser | modbus.StreamParser
 
@@ -199,8 +200,10 @@ class Bus:
             self.counters.collisions += collided
             if self.wire.echo:
                 sent.append(Transmission("echo", data, start, self._master_end))
-        self._parser.receive_data(heard)
-        sent += self._drain()
+        # Feed in slices so a flood of noise never exceeds a parser's buffer bound.
+        for offset in range(0, len(heard), _FEED_SLICE):
+            self._parser.receive_data(heard[offset : offset + _FEED_SLICE])
+            sent += self._drain()
         return sent
 
     def line_idle(self) -> None:
