@@ -8,6 +8,7 @@ the CRC-16/X-25 used for HCS and FCS, and APDU fragmentation (:class:`Fragment`,
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
@@ -108,10 +109,14 @@ class Control:
     # The six combinations real equipment uses.
     @classmethod
     def client_request(cls) -> Control:
+        if cls is Control:
+            return _CLIENT_REQUEST
         return cls(False, True)  # 43
 
     @classmethod
     def server_response(cls) -> Control:
+        if cls is Control:
+            return _SERVER_RESPONSE
         return cls(True, True)  # C3
 
     @classmethod
@@ -129,6 +134,12 @@ class Control:
     @classmethod
     def client_link_reply(cls) -> Control:
         return cls(False, False, LinkFunction.LINK_MANAGEMENT)  # 01
+
+
+# Every C byte decoded once: Control is immutable, so decoders share these.
+_CONTROLS: Final[tuple[Control, ...]] = tuple(Control.from_byte(b) for b in range(256))
+_CLIENT_REQUEST: Final = Control(False, True)
+_SERVER_RESPONSE: Final = Control(True, True)
 
 
 class AddressType(IntEnum):
@@ -223,7 +234,7 @@ class Frame:
     def __post_init__(self) -> None:
         if not 0 <= self.client_address <= 255:
             raise LocalProtocolError(f"client address {self.client_address} is outside 0..255")
-        if self.header_length + len(self.apdu) + 2 > MAX_FRAME_LENGTH:
+        if len(self.address.wire) + 9 + len(self.apdu) > MAX_FRAME_LENGTH:
             raise LocalProtocolError(f"APDU of {len(self.apdu)} bytes does not fit one frame")
 
     @property
@@ -232,19 +243,30 @@ class Frame:
         return 2 + 1 + 1 + len(self.address.wire) + 1 + 2
 
 
+_pack_head: Final = struct.Struct("<HBB").pack  # L, C, AF
+_pack_crc: Final = struct.Struct("<H").pack
+_START_BYTE: Final = bytes([START])
+_END_BYTE: Final = bytes([END])
+_PREAMBLE_BYTE: Final = bytes([PREAMBLE])
+_ADDRESS_TYPES: Final = tuple(AddressType)
+_new: Final = object.__new__
+
+
 def encode_frame(frame: Frame, preamble: int = 0) -> bytes:
     """Bytes on the line for ``frame``, optionally after ``preamble`` FE bytes."""
-    length = frame.header_length + len(frame.apdu) + 2
-    header = (
-        length.to_bytes(2, "little")
-        + bytes([frame.control.to_byte()])
-        + frame.address.to_bytes()
-        + bytes([frame.client_address])
+    address = frame.address
+    wire = address.wire
+    apdu = frame.apdu
+    # L counts L itself (2), C, AF, SA, CA, HCS (2), the APDU and FCS (2).
+    head = (
+        _pack_head(len(wire) + 9 + len(apdu), frame.control.to_byte(), address.af)
+        + wire
+        + bytes((frame.client_address,))
     )
-    header += crc16(header).to_bytes(2, "little")
-    body = header + frame.apdu
-    body += crc16(body).to_bytes(2, "little")
-    return bytes([PREAMBLE]) * preamble + bytes([START]) + body + bytes([END])
+    body = head + _pack_crc(_crc_x25(head)) + apdu
+    return b"".join(
+        (_PREAMBLE_BYTE * preamble, _START_BYTE, body, _pack_crc(_crc_x25(body)), _END_BYTE)
+    )
 
 
 @dataclass(frozen=True)
@@ -258,13 +280,13 @@ class FrameHeader:
     header_end: int  # offset (from 68) of the first APDU byte
 
 
-def decode_header(raw: bytes) -> FrameHeader:
-    """Read and check 68 … HCS. ``raw`` starts at 68 and may stop after the HCS."""
+def _check_header(raw: bytes) -> tuple[int, int]:
+    """Check 68 … HCS of ``raw`` (starting at 68); return (L length, header end)."""
     if len(raw) < 1 or raw[0] != START:
         raise MalformedFrameError("a 698.45 frame starts with 68")
     if len(raw) < 5:
         raise MalformedFrameError("truncated before the address flag")
-    l_field = int.from_bytes(raw[1:3], "little")
+    l_field = raw[1] | raw[2] << 8
     if l_field & _L_UNIT_BIT:
         raise MalformedFrameError("L bit 14 set (length unit not bytes) is not supported [U]")
     length = l_field & 0x3FFF
@@ -280,36 +302,59 @@ def decode_header(raw: bytes) -> FrameHeader:
             f"truncated in the header: AF=0x{af:02X} announces a {sa_len}-byte server "
             f"address, but the frame ends before CA and HCS"
         )
-    hcs_wire = int.from_bytes(raw[header_end - 2 : header_end], "little")
-    hcs = crc16(raw[1 : header_end - 2])
+    hcs_wire = raw[header_end - 2] | raw[header_end - 1] << 8
+    hcs = _crc_x25(bytes(raw[1 : header_end - 2]))
     if hcs != hcs_wire:
         raise ChecksumError(f"HCS is {hcs_wire:04X} but the header computes to {hcs:04X}")
-    address = ServerAddress(raw[5 : 5 + sa_len], AddressType(af >> 6), (af >> 4) & 0x03)
-    return FrameHeader(length, Control.from_byte(raw[3]), address, raw[5 + sa_len], header_end)
+    return length, header_end
+
+
+def _address(wire: bytes, af: int) -> ServerAddress:
+    """The SA for a checked header: 1-16 bytes and AF fields in range by construction."""
+    address = _new(ServerAddress)
+    fields = address.__dict__
+    fields["wire"] = wire
+    fields["type"] = _ADDRESS_TYPES[af >> 6]
+    fields["logical"] = (af >> 4) & 0x03
+    return address
+
+
+def decode_header(raw: bytes) -> FrameHeader:
+    """Read and check 68 … HCS. ``raw`` starts at 68 and may stop after the HCS."""
+    length, header_end = _check_header(raw)
+    sa_end = header_end - 3
+    address = _address(raw[5:sa_end], raw[4])
+    return FrameHeader(length, _CONTROLS[raw[3]], address, raw[sa_end], header_end)
 
 
 def decode_frame(raw: bytes) -> Frame:
     """One complete frame (FE preamble allowed), checks L, HCS, FCS and the 16 end byte."""
-    data = bytes(raw).lstrip(bytes([PREAMBLE]))
+    data = bytes(raw).lstrip(_PREAMBLE_BYTE)
     if not data:
         raise MalformedFrameError("no frame: empty input")
-    header = decode_header(data)
-    total = header.length + 2
+    length, header_end = _check_header(data)
+    total = length + 2
     if total > MAX_FRAME_LENGTH + 2:
-        raise FrameTooLargeError(f"L={header.length} exceeds {MAX_FRAME_LENGTH}")
+        raise FrameTooLargeError(f"L={length} exceeds {MAX_FRAME_LENGTH}")
     if len(data) < total:
         raise MalformedFrameError(f"truncated: L says {total} bytes, got {len(data)}")
     if len(data) > total:
         raise MalformedFrameError(f"{len(data) - total} byte(s) after the end of the frame")
     if data[total - 1] != END:
         raise MalformedFrameError(f"frame ends with {data[total - 1]:02X}, not 16")
-    fcs_wire = int.from_bytes(data[total - 3 : total - 1], "little")
-    fcs = crc16(data[1 : total - 3])
+    fcs_wire = data[total - 3] | data[total - 2] << 8
+    fcs = _crc_x25(data[1 : total - 3])
     if fcs != fcs_wire:
         raise ChecksumError(f"FCS is {fcs_wire:04X} but the frame computes to {fcs:04X}")
-    return Frame(
-        header.control, header.address, header.client_address, data[header.header_end : total - 3]
-    )
+    # Every field fits by construction (CA is a byte, L ≤ 0x3FFF bounds the APDU).
+    sa_end = header_end - 3
+    frame = _new(Frame)
+    fields = frame.__dict__
+    fields["control"] = _CONTROLS[data[3]]
+    fields["address"] = _address(data[5:sa_end], data[4])
+    fields["client_address"] = data[sa_end]
+    fields["apdu"] = data[header_end : total - 3]
+    return frame
 
 
 # ------------------------------------------------------------------- fragmentation
