@@ -108,7 +108,7 @@ def address_to_wire(address: str) -> bytes:
 def address_from_wire(wire: bytes) -> str:
     """Wire bytes (low byte first) → the 12 characters printed on the nameplate."""
     try:
-        return _from_wire[wire]  # type: ignore[index]
+        return _from_wire[wire]
     except (KeyError, TypeError):
         pass
     if len(wire) != 6:

@@ -27,13 +27,16 @@ from shared_protocol.dlt645.control import (
     Standard,
     baud_to_feature,
 )
-from shared_protocol.dlt645.di_table import data_item, format_di
+from shared_protocol.dlt645.di_table import DATA_ITEMS, data_item, format_di
 from shared_protocol.dlt645.formats import YYMMDDHHMM, YYMMDDHHMMSS, Digits
 from shared_protocol.dlt645.frame import (
+    _CONTROLS,
     BROADCAST_ADDRESS,
     WILDCARD_ADDRESS,
     Control,
     Frame,
+    _checked_frame,
+    _frame,
     address_from_wire,
     address_to_wire,
     normalize_address,
@@ -88,11 +91,12 @@ _WRITE = {V2007: 0x14, V1997: 0x04}
 _WRITE_ADDRESS = {V2007: 0x15, V1997: 0x0A}
 _CHANGE_BAUD = {V2007: 0x17, V1997: 0x0C}
 _DI_SIZE = {V2007: 4, V1997: 2}
+_TABLE_2007 = DATA_ITEMS[V2007]
 
 
 def di_bytes(di: int, standard: Standard = V2007) -> bytes:
     """The DI as the data field carries it: DI0 first."""
-    size = _DI_SIZE[standard]
+    size = 4 if standard is V2007 else _DI_SIZE[standard]
     if not 0 <= di < 1 << (8 * size):
         raise LocalProtocolError(f"DI {di:#x} does not fit {size} bytes ({standard.protocol})")
     return di.to_bytes(size, "little")
@@ -130,7 +134,8 @@ def _operator_bytes(operator: str) -> bytes:
 
 
 def _request(address: str, function: int, data: bytes = b"") -> Frame:
-    return Frame(normalize_address(address), Control(function), data)
+    # ``function`` is one of this module's request codes (0..1FH): its control byte is itself
+    return _checked_frame(normalize_address(address), _CONTROLS[function], data)
 
 
 # ---------------------------------------------------------------- master → meter
@@ -138,6 +143,9 @@ def _request(address: str, function: int, data: bytes = b"") -> Frame:
 
 def read_request(address: str, di: int, standard: Standard = V2007) -> Frame:
     """Read one DI (C=11H; 1997: C=01H)."""
+    if standard is V2007:
+        data = di_bytes(di)
+        return _frame(normalize_address(address), _CONTROLS[0x11], data)  # 4-byte data
     return _request(address, _READ[standard], di_bytes(di, standard))
 
 
@@ -320,8 +328,11 @@ def read_response(
     address: str, di: int, data: bytes, *, more: bool = False, standard: Standard = V2007
 ) -> Frame:
     """Normal read reply (91H, B1H when ``more`` parts follow; 1997: 81H/A1H): DI + data."""
-    control = Control(_READ[standard], response=True, follow_up=more)
-    return Frame(normalize_address(address), control, di_bytes(di, standard) + data)
+    if more is False and standard is V2007:
+        control = _CONTROLS[0x91]
+    else:
+        control = Control(_READ[standard], response=True, follow_up=more)
+    return _checked_frame(normalize_address(address), control, di_bytes(di, standard) + data)
 
 
 def read_follow_up_response(
@@ -331,7 +342,7 @@ def read_follow_up_response(
     if not 0 <= seq <= 0xFF:
         raise LocalProtocolError(f"SEQ {seq} is not a byte")
     control = Control(0x12, response=True, follow_up=more)
-    return Frame(normalize_address(address), control, di_bytes(di) + data + bytes([seq]))
+    return _checked_frame(normalize_address(address), control, di_bytes(di) + data + bytes([seq]))
 
 
 def read_address_response(address: str) -> Frame:
@@ -357,6 +368,7 @@ def abnormal_response(address: str, function: int, error_bits: int) -> Frame:
 
 
 _ONLY_1997 = frozenset({0x01, 0x02, 0x04, 0x0A, 0x0C, 0x0F, 0x10})
+_new = object.__new__
 
 
 def detect_standard(frame: Frame) -> Standard:
@@ -380,6 +392,20 @@ class ReadResponse:
     seq: int | None = None
 
 
+def _read_response(
+    di: int, values: tuple[MeterValue, ...], data: bytes, more: bool, seq: int | None
+) -> ReadResponse:
+    """``ReadResponse(...)`` without the dataclass ``__init__`` overhead (decoder only)."""
+    response: ReadResponse = _new(ReadResponse)
+    fields = response.__dict__
+    fields["di"] = di
+    fields["values"] = values
+    fields["data"] = data
+    fields["more"] = more
+    fields["seq"] = seq
+    return response
+
+
 def decode_read_response(frame: Frame, standard: Standard | None = None) -> ReadResponse:
     """Values of a normal read or follow-up reply, named in the canonical vocabulary.
 
@@ -388,33 +414,35 @@ def decode_read_response(frame: Frame, standard: Standard | None = None) -> Read
     """
     standard = standard or detect_standard(frame)
     control = frame.control
-    follow = control.function == _READ_FOLLOW_UP[standard]
-    if (
-        not control.response
-        or control.abnormal
-        or control.function not in (_READ[standard], _READ_FOLLOW_UP[standard])
-    ):
+    function = control.function
+    if standard is V2007:
+        read, read_follow_up, size, table = 0x11, 0x12, 4, _TABLE_2007
+    else:
+        read, read_follow_up = _READ[standard], _READ_FOLLOW_UP[standard]
+        size, table = _DI_SIZE[standard], DATA_ITEMS[standard]
+    follow = function == read_follow_up
+    if not control.response or control.abnormal or function not in (read, read_follow_up):
         raise MalformedFrameError(
             f"control {control.byte:02X} is not a normal read reply ({standard.protocol})"
         )
-    size = _DI_SIZE[standard]
-    if len(frame.data) < size:
+    data = frame.data
+    if len(data) < size:
         raise MalformedFrameError(
-            f"read reply has {len(frame.data)} data bytes, fewer than the {size}-byte DI"
+            f"read reply has {len(data)} data bytes, fewer than the {size}-byte DI"
         )
-    di = int.from_bytes(frame.data[:size], "little")
+    di = int.from_bytes(data[:size], "little")
     seq = None
-    body = frame.data[size:]
+    body = data[size:]
     if follow and standard is V2007:
         if not body:
             raise MalformedFrameError("follow-up reply lacks its SEQ byte")
         body, seq = body[:-1], body[-1]
-    item = data_item(di, standard)
+    item = table.get(di)
     if item is None:
         raise UnsupportedError(
             f"DI {format_di(di, standard)} is not in the {standard.protocol} table"
         )
-    return ReadResponse(di, tuple(item.decode(body)), body, control.follow_up, seq)
+    return _read_response(di, item._decode_values(body), body, control.follow_up, seq)
 
 
 @dataclass(frozen=True)
@@ -427,23 +455,38 @@ class ReadRequest:
     seq: int | None = None  # follow-up sequence (C=12H)
 
 
+def _plain_read_request(di: int) -> ReadRequest:
+    """``ReadRequest(di)`` without the dataclass ``__init__`` overhead (decoder only)."""
+    request: ReadRequest = _new(ReadRequest)
+    fields = request.__dict__
+    fields["di"] = di
+    fields["count"] = None
+    fields["start"] = None
+    fields["seq"] = None
+    return request
+
+
 def decode_read_request(frame: Frame, standard: Standard | None = None) -> ReadRequest:
     standard = standard or detect_standard(frame)
     control = frame.control
-    if control.response or control.function not in (_READ[standard], _READ_FOLLOW_UP[standard]):
+    function = control.function
+    if standard is V2007:
+        read, read_follow_up, size = 0x11, 0x12, 4
+    else:
+        read, read_follow_up, size = _READ[standard], _READ_FOLLOW_UP[standard], _DI_SIZE[standard]
+    if control.response or function not in (read, read_follow_up):
         raise MalformedFrameError(f"control {control.byte:02X} is not a read request")
-    size = _DI_SIZE[standard]
     data = frame.data
     if len(data) < size:
         raise MalformedFrameError(f"read request has {len(data)} data bytes; the DI needs {size}")
     di = int.from_bytes(data[:size], "little")
     rest = data[size:]
-    if control.function == _READ_FOLLOW_UP[standard] and standard is V2007:
+    if function == read_follow_up and standard is V2007:
         if len(rest) != 1:
             raise MalformedFrameError("a follow-up read is DI + SEQ (L=05)")
         return ReadRequest(di, seq=rest[0])
     if standard is V1997 or not rest:
-        return ReadRequest(di)
+        return _plain_read_request(di)
     if len(rest) not in (1, 6):
         raise MalformedFrameError(
             f"read request L={len(data):02X}: expected 04, 05 (DI+N) or 0A (DI+N+mmhhDDMMYY)"
