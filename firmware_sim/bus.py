@@ -270,7 +270,7 @@ class Bus:
 
     def _dispatch(self, request: bytes) -> list[Transmission]:
         self.counters.requests += 1
-        request_end = self._master_end if self.wire else 0.0
+        request_end = self._master_end
         replies: list[Transmission] = []
         for attached in self._devices:
             answer = self._ask(attached, request)

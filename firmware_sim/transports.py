@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import termios
 import tty
 from collections.abc import Callable, Coroutine
 from types import TracebackType
@@ -162,6 +163,7 @@ class PtyTransport(_Served):
         tty.setraw(slave_fd)
         os.set_blocking(master_fd, False)
         self._master_fd, self._slave_fd = master_fd, slave_fd
+        self._release_speed()
         self.path = os.ttyname(slave_fd)
         loop = asyncio.get_running_loop()
         driver = LineDriver(self.bus, self._write, idle_timeout=self._idle_timeout)
@@ -180,6 +182,24 @@ class PtyTransport(_Served):
             return
         if data:
             self._driver.data_received(data)
+            self._release_speed()
+
+    def _release_speed(self) -> None:
+        """Park the pty at 38400 baud so the agent's next open changes the speed.
+
+        Some kernels refuse (EINVAL) a pty termios update that asks for parity without
+        changing the speed, and pyserial re-applies its settings on every open: the first
+        ``Serial(path, 2400, parity="E")`` works, a reopen would fail. A pty ignores the
+        speed anyway, so after each request we set it back to B38400 and every open is a
+        speed change the kernel accepts (it drops the parity bit, which a pty lacks).
+        """
+        try:
+            attributes = termios.tcgetattr(self._slave_fd)
+            if attributes[4] != termios.B38400 or attributes[5] != termios.B38400:
+                attributes[4] = attributes[5] = termios.B38400
+                termios.tcsetattr(self._slave_fd, termios.TCSANOW, attributes)
+        except termios.error as exc:
+            logger.debug("pty %s: could not reset the speed: %s", self.path, exc)
 
     def _write(self, data: bytes) -> None:
         self._outgoing += data
