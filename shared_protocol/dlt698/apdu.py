@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import ClassVar, Final, Protocol, Self
+from typing import ClassVar, Final, Protocol, Self, TypeVar
 
 from shared_protocol.dlt698.data import (
     OAD,
@@ -29,6 +29,7 @@ from shared_protocol.dlt698.data import (
     DateTimeS,
     Reader,
     encode_data,
+    encode_data_into,
     encode_date_time,
     encode_date_time_s,
     encode_length,
@@ -98,6 +99,8 @@ __all__ = [
     "trip_relay",
 ]
 
+_T = TypeVar("_T")
+
 # DAR (data access result) codes, DL/T 698.45 asn1:203-240.
 DAR_NAMES: Final[dict[int, str]] = {
     0: "success",
@@ -164,6 +167,17 @@ def _check_u16(name: str, value: int) -> None:
         raise LocalProtocolError(f"{name}={value!r} is outside 0..65535")
 
 
+_new: Final = object.__new__
+
+
+def _built(cls: type[_T], fields: dict[str, object]) -> _T:
+    """An instance of frozen dataclass ``cls`` holding ``fields`` (every field, in order),
+    without its checks: for decoders whose values fit by construction."""
+    obj = _new(cls)
+    obj.__dict__.update(fields)
+    return obj
+
+
 def _octets(b: bytes) -> bytes:
     return encode_length(len(b)) + b
 
@@ -211,9 +225,9 @@ class GetResult:
         oad = read_oad(r)
         choice = r.u8()
         if choice == 1:
-            return cls(oad, data=read_data(r))
+            return _built(cls, {"oad": oad, "data": read_data(r), "dar": None})
         if choice == 0:
-            return cls(oad, dar=r.u8())
+            return _built(cls, {"oad": oad, "data": None, "dar": r.u8()})
         raise MalformedFrameError(f"Get-Result choice {choice} is neither 0 (DAR) nor 1 (Data)")
 
 
@@ -242,8 +256,11 @@ class RecordResult:
         if self.rows is None:
             assert self.dar is not None
             return head + bytes([0, self.dar])
-        rows = [b"".join(encode_data(d) for d in row) for row in self.rows]
-        return head + b"\x01" + _seq(rows)
+        out = [head, b"\x01", encode_length(len(self.rows))]
+        for row in self.rows:
+            for d in row:
+                encode_data_into(d, out)
+        return b"".join(out)
 
     @classmethod
     def read(cls, r: Reader) -> RecordResult:
@@ -251,15 +268,15 @@ class RecordResult:
         rcsd = read_rcsd(r)
         choice = r.u8()
         if choice == 0:
-            return cls(oad, rcsd, dar=r.u8())
+            return _built(cls, {"oad": oad, "rcsd": rcsd, "rows": None, "dar": r.u8()})
         if choice != 1:
             raise MalformedFrameError(f"record result choice {choice} is neither 0 nor 1")
         width = len(rcsd.columns)
         count = r.count()
         if width == 0 and count:
             raise MalformedFrameError("record rows returned for an empty column selection")
-        rows = tuple(tuple(read_data(r) for _ in range(width)) for _ in range(count))
-        return cls(oad, rcsd, rows=rows)
+        rows = tuple([tuple([read_data(r) for _ in range(width)]) for _ in range(count)])
+        return _built(cls, {"oad": oad, "rcsd": rcsd, "rows": rows, "dar": None})
 
 
 @dataclass(frozen=True)
@@ -432,7 +449,7 @@ class GetRequestNormal(ClientApdu):
 
     @classmethod
     def _read(cls, r: Reader) -> Self:
-        return cls(r.u8(), read_oad(r))
+        return _built(cls, {"piid": r.u8(), "oad": read_oad(r), "time_tag": None})
 
 
 @dataclass(frozen=True)
@@ -477,7 +494,16 @@ class GetRequestRecord(ClientApdu):
 
     @classmethod
     def _read(cls, r: Reader) -> Self:
-        return cls(r.u8(), read_oad(r), read_rsd(r), read_rcsd(r))
+        return _built(
+            cls,
+            {
+                "piid": r.u8(),
+                "oad": read_oad(r),
+                "rsd": read_rsd(r),
+                "rcsd": read_rcsd(r),
+                "time_tag": None,
+            },
+        )
 
 
 @dataclass(frozen=True)
@@ -498,7 +524,10 @@ class GetResponseNormal(ServerApdu):
 
     @classmethod
     def _read(cls, r: Reader) -> Self:
-        return cls(r.u8(), GetResult.read(r))
+        return _built(
+            cls,
+            {"piid": r.u8(), "result": GetResult.read(r), "follow_report": None, "time_tag": None},
+        )
 
 
 @dataclass(frozen=True)
@@ -541,7 +570,15 @@ class GetResponseRecord(ServerApdu):
 
     @classmethod
     def _read(cls, r: Reader) -> Self:
-        return cls(r.u8(), RecordResult.read(r))
+        return _built(
+            cls,
+            {
+                "piid": r.u8(),
+                "result": RecordResult.read(r),
+                "follow_report": None,
+                "time_tag": None,
+            },
+        )
 
 
 @dataclass(frozen=True)
@@ -1005,6 +1042,10 @@ SERVICES: Final[dict[tuple[int, int | None], type[Apdu]]] = {
     (c.TAG, c.CHOICE): c for c in _APDU_CLASSES
 }
 _CHOICE_TAGS: Final = frozenset(tag for tag, choice in SERVICES if choice is not None)
+# Class → its tag (and choice) bytes, the start of every encoding.
+_HEADS: Final[dict[type[Apdu], bytes]] = {
+    c: bytes([c.TAG]) if c.CHOICE is None else bytes([c.TAG, c.CHOICE]) for c in _APDU_CLASSES
+}
 
 SERVICE_NAMES: Final[dict[int, str]] = {
     0x01: "LINK-Request",
@@ -1039,22 +1080,24 @@ def _read_time_tag(r: Reader) -> TimeTag | None:
 
 def encode_apdu(apdu: Apdu) -> bytes:
     """The bytes of ``apdu`` including its optional tails."""
-    if not isinstance(apdu, Apdu) or type(apdu) not in _APDU_CLASSES:
+    head = _HEADS.get(type(apdu))  # only exact APDU classes are encodable
+    if head is None:
         raise LocalProtocolError(f"{apdu!r} is not an encodable APDU")
-    out = bytes([apdu.TAG])
-    if apdu.CHOICE is not None:
-        out += bytes([apdu.CHOICE])
-    out += apdu._body()
-    if apdu.TAILS is Tails.SERVER:
+    tails = apdu.TAILS
+    if tails is Tails.NONE:
+        return head + apdu._body()
+    out = [head, apdu._body()]
+    if tails is Tails.SERVER:
         follow: FollowReport | None = getattr(apdu, "follow_report", None)
-        out += b"\x00" if follow is None else b"\x01" + follow.to_bytes()
-    if apdu.TAILS is not Tails.NONE:
-        tag: TimeTag | None = getattr(apdu, "time_tag", None)
-        out += b"\x00" if tag is None else b"\x01" + tag.to_bytes()
-    return out
+        out.append(b"\x00" if follow is None else b"\x01" + follow.to_bytes())
+    tag: TimeTag | None = getattr(apdu, "time_tag", None)
+    out.append(b"\x00" if tag is None else b"\x01" + tag.to_bytes())
+    return b"".join(out)
 
 
 def _with_tails(apdu: Apdu, r: Reader) -> Apdu:
+    if r.pos >= len(r.buf):  # no tails at all
+        return apdu
     follow: FollowReport | None = None
     if apdu.TAILS is Tails.SERVER and r.remaining and r.optional():
         follow = FollowReport.read(r)

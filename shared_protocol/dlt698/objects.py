@@ -138,11 +138,18 @@ def find_object(oad: OAD) -> ObjectEntry | None:
     return CATALOGUE.get((oad.oi, oad.attribute))
 
 
+# Quantum (1E<exponent>) for each negative exponent a catalogued entry can produce.
+_QUANTA: Final[dict[int, Decimal]] = {e: Decimal(1).scaleb(e) for e in range(-12, 0)}
+
+
 def scale(raw: int, exponent: int) -> Decimal:
     """``raw × 10^exponent`` exactly, keeping the resolution (0 at −2 → ``0.00``)."""
     if exponent >= 0:
         return Decimal(raw * 10**exponent)
-    return Decimal(raw).scaleb(exponent).quantize(Decimal(1).scaleb(exponent))
+    quantum = _QUANTA.get(exponent)
+    if quantum is None:
+        quantum = Decimal(1).scaleb(exponent)
+    return Decimal(raw).scaleb(exponent).quantize(quantum)
 
 
 _INTEGER_TYPES: Final = frozenset(
@@ -162,12 +169,14 @@ _INTEGER_TYPES: Final = frozenset(
 def _scalar(entry: ObjectEntry, data: Data) -> ScalarValue | None:
     """One element's value, or ``None`` for a NULL (a phase the meter does not have)."""
     v = data.value
-    if data.type is DataType.NULL:
+    t = data.type
+    if t is _NULL:
         return None
-    if data.type in _INTEGER_TYPES and isinstance(v, int):
-        if entry.scaler is None:
+    if t in _INTEGER_TYPES and isinstance(v, int):
+        scaler = entry.scaler
+        if scaler is None:
             return Decimal(v)
-        return scale(v, entry.scaler + entry.exponent)
+        return scale(v, scaler + entry.exponent)
     if isinstance(v, DateTimeS | DateTime698):
         return v.to_datetime()
     if isinstance(v, bytes):
@@ -179,13 +188,34 @@ def _scalar(entry: ObjectEntry, data: Data) -> ScalarValue | None:
     raise UnsupportedError(f"{entry.name}: {data.type.name} is not a value type we expect")
 
 
+_NULL: Final = DataType.NULL
+_ARRAY: Final = DataType.ARRAY
+_new: Final = object.__new__
+# MeterValue is a plain frozen dataclass: fill its fields directly unless it ever grows
+# checks of its own (then take its constructor).
+_FAST_METER_VALUE: Final = not hasattr(MeterValue, "__post_init__") and not hasattr(
+    MeterValue, "__slots__"
+)
+
+
+def _meter_value(code: str, value: ScalarValue, unit: str | None) -> MeterValue:
+    if not _FAST_METER_VALUE:
+        return MeterValue(code, value, unit)
+    mv = _new(MeterValue)
+    fields = mv.__dict__
+    fields["obis"] = code
+    fields["value"] = value
+    fields["unit"] = unit
+    return mv
+
+
 def meter_values(oad: OAD, data: Data) -> list[MeterValue]:
     """Canonical values for ``data`` read from ``oad``; [] when the OAD is not catalogued."""
-    entry = find_object(oad)
+    entry = CATALOGUE.get((oad.oi, oad.attribute))
     if entry is None or entry.is_record or not entry.obis:
         return []
     if entry.is_array and oad.index == 0:
-        if data.type is not DataType.ARRAY:
+        if data.type is not _ARRAY:
             raise UnsupportedError(f"{entry.name} ({oad}) should be an array, got {data.type.name}")
         pairs = list(zip(entry.obis, data.items, strict=False))
     elif entry.is_array:
@@ -195,10 +225,11 @@ def meter_values(oad: OAD, data: Data) -> list[MeterValue]:
     else:
         pairs = [(entry.obis[0], data)]
     values = []
+    unit = entry.unit
     for code, element in pairs:
         value = _scalar(entry, element)
         if value is not None and code in QUANTITIES:
-            values.append(MeterValue(code, value, entry.unit))
+            values.append(_meter_value(code, value, unit))
     return values
 
 
