@@ -778,8 +778,21 @@ def _enc_csd(c: CSD) -> bytes:
     return b"\x00" + c.column.to_bytes()
 
 
+_pack_csd_oad: Final = struct.Struct(">BHBB").pack  # CSD choice 0, then the OAD
+
+
 def encode_rcsd(r: RCSD) -> bytes:
-    return encode_length(len(r.columns)) + b"".join(_enc_csd(c) for c in r.columns)
+    columns = r.columns
+    out = [encode_length(len(columns))]
+    for c in columns:
+        column = c.column
+        if type(column) is OAD:
+            out.append(
+                _pack_csd_oad(0, column.oi, column.feature << 5 | column.attribute, column.index)
+            )
+        else:
+            out.append(_enc_csd(c))
+    return b"".join(out)
 
 
 def _enc_octets(b: bytes) -> bytes:
@@ -830,9 +843,11 @@ def _check_fields(selector: int, fields: tuple[object, ...]) -> None:
         )
     for kind, value in zip(kinds, fields, strict=True):
         expected = _FIELD_TYPES[kind]
-        if not isinstance(value, expected) or isinstance(value, bool):
+        if type(value) is not expected and (
+            not isinstance(value, expected) or isinstance(value, bool)
+        ):
             raise LocalProtocolError(f"RSD selector {selector} field {kind} cannot be {value!r}")
-        if kind == "unsigned":
+        if kind == "unsigned" and not (type(value) is int and 0 <= value <= 255):
             _check_range("RSD last-n", value, 0, 255)  # type: ignore[arg-type]
 
 
@@ -1001,15 +1016,22 @@ def read_road(r: Reader) -> ROAD:
 
 def read_csd(r: Reader) -> CSD:
     choice = r.u8()
+    column: OAD | ROAD
     if choice == 0:
-        return CSD(read_oad(r))
-    if choice == 1:
-        return CSD(read_road(r))
-    raise MalformedFrameError(f"CSD choice {choice} is neither 0 (OAD) nor 1 (ROAD)")
+        column = read_oad(r)
+    elif choice == 1:
+        column = read_road(r)
+    else:
+        raise MalformedFrameError(f"CSD choice {choice} is neither 0 (OAD) nor 1 (ROAD)")
+    csd = _new(CSD)
+    csd.__dict__["column"] = column
+    return csd
 
 
 def read_rcsd(r: Reader) -> RCSD:
-    return RCSD(tuple(read_csd(r) for _ in range(r.count())))
+    rcsd = _new(RCSD)
+    rcsd.__dict__["columns"] = tuple([read_csd(r) for _ in range(r.count())])
+    return rcsd
 
 
 def read_dts(r: Reader) -> DateTimeS:
@@ -1105,12 +1127,17 @@ def read_rsd(r: Reader, depth: int = 0) -> RSD:
     selector = r.u8()
     if selector not in _RSD_FIELDS:
         raise UnsupportedError(f"RSD selector {selector} is not 0..10")
+    fields: tuple[object, ...]
     if selector == 3:
-        items = tuple(
+        fields = tuple(
             tuple(_FIELD_DECODERS[k](r, depth) for k in _RSD_FIELDS[2]) for _ in range(r.count())
         )
-        return RSD(3, items)
-    return RSD(selector, tuple(_FIELD_DECODERS[k](r, depth) for k in _RSD_FIELDS[selector]))
+    else:
+        fields = tuple([_FIELD_DECODERS[k](r, depth) for k in _RSD_FIELDS[selector]])
+    # Each field decoder returns the type _check_fields wants (a u8 for "unsigned").
+    rsd = _new(RSD)
+    rsd.__dict__.update(selector=selector, fields=fields)
+    return rsd
 
 
 def read_sid(r: Reader) -> SID:
