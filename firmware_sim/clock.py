@@ -100,7 +100,7 @@ class MeterClock:
         self.zone = zone
         self.drift_ppm = drift_ppm
         self.offset_us = offset_us
-        self.anchor_us = 0
+        self.anchor_us = 0  # where drift starts counting; a Meter sets it to its start
 
     @property
     def _rate(self) -> float:

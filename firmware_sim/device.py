@@ -16,11 +16,17 @@ __all__ = ["Device"]
 class Device(Protocol):
     """One meter as the bus sees it: a request frame in, a reply frame (or silence) out."""
 
-    device_id: str
-    """The meter address in nameplate order (e.g. "000000001234"), or "modbus:<unit>"."""
+    # Read-only members: a plain attribute satisfies them, and so does a property (a
+    # responder's device_id follows its meter, which may be replaced with a new address).
+    @property
+    def device_id(self) -> str:
+        """The meter address in nameplate order (e.g. "000000001234"), or "modbus:<unit>"."""
+        ...
 
-    protocol: str
-    """"dlt645-2007" | "dlt645-1997" | "dlt698.45" | "modbus-rtu"."""
+    @property
+    def protocol(self) -> str:
+        """ "dlt645-2007" | "dlt645-1997" | "dlt698.45" | "modbus-rtu"."""
+        ...
 
     def respond(self, request: bytes) -> bytes | None:
         """Answer one complete request frame as received (it may carry an FE preamble).

@@ -278,6 +278,7 @@ class FaultKind(StrEnum):
     POWER_DOWN = "power_down"
     POWER_UP = "power_up"
     COVER_OPEN = "cover_open"
+    METER_DIES = "meter_dies"  # the electronics fail: nothing registers, nothing answers
 
 
 @dataclass(frozen=True)
@@ -392,11 +393,14 @@ class Meter:
         self.keep_power = False
         self.relay_fails = False
         self.stuck = False
-        self.powered = True
+        self.powered = True  # the meter has supply (a power-down cuts the household too)
+        self.dead = False  # a dead meter: the circuit conducts, nothing registers or answers
         self.cover_open = False
         self.address_history: list[tuple[datetime, str]] = []
 
         self._t = to_us(start)
+        if self.clock.anchor_us == 0:
+            self.clock.anchor_us = self._t  # drift accumulates from the meter's start
         self._import = [0] * (TARIFFS + 1)  # index 0 unused: the total is the sum
         self._export = [0] * (TARIFFS + 1)
         self._reactive = [0] * 4
@@ -469,8 +473,8 @@ class Meter:
         local = utc_to_meter_time(from_us(mark_us), self.clock.zone)
         self._boundary_us = self._next_boundary(self._t)
         self._tariff = self.tariffs.tariff_at(local)
-        if not self.powered:
-            return  # a meter without supply freezes nothing
+        if not self.answering:
+            return  # a meter without supply (or a dead one) freezes nothing
         snapshot = self.snapshot()
         inst = self.instantaneous()
         self.curve.append(
@@ -499,6 +503,11 @@ class Meter:
     # ------------------------------------------------------------ physics
 
     @property
+    def answering(self) -> bool:
+        """Whether the meter is alive: powered and not dead."""
+        return self.powered and not self.dead
+
+    @property
     def connected(self) -> bool:
         """Whether the household behind the meter has supply (relay closed, meter powered)."""
         return self.relay is RelayState.CLOSED and self.powered
@@ -521,7 +530,7 @@ class Meter:
             self.circuit_import_uj += p * dt
         else:
             self.circuit_export_uj -= p * dt
-        if self.stuck or not self.powered:
+        if self.stuck or not self.powered or self.dead:
             return
         p, q = self._power()
         if p >= 0:
@@ -701,6 +710,8 @@ class Meter:
         elif kind is FaultKind.COVER_OPEN:
             self.cover_open = True
             self.record_event(EventKind.COVER_OPEN)
+        elif kind is FaultKind.METER_DIES:
+            self.dead = True
 
     def replace(self, new_address: str) -> None:
         """A technician swaps the meter: new address and number, zero registers and history."""

@@ -118,7 +118,7 @@ class Dlt645Responder(Responder):
             return None
         self._bring_up_to_date()
         meter = self.meter
-        if not meter.powered:
+        if not meter.answering:
             return None
         broadcast = frame.address == BROADCAST_ADDRESS
         if broadcast:

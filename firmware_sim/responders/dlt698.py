@@ -271,7 +271,7 @@ class Dlt698Responder(Responder):
         if apdu is None or frame.control.from_server or not self._addressed(frame.address):
             return None
         self._bring_up_to_date()
-        if not self.meter.powered:
+        if not self.meter.answering:
             return None
         if self._esam.key != self.meter.security_key:  # the meter was replaced
             self._esam = SimulatedEsam(self.meter.security_key)

@@ -105,7 +105,7 @@ class ModbusResponder(Responder):
         if frame.unit_id != self.unit_id:
             return None  # unit 0 is broadcast: never answered
         self._bring_up_to_date()
-        if not self.meter.powered:
+        if not self.meter.answering:
             return None
         function = frame.function
         if function not in (FunctionCode.READ_HOLDING_REGISTERS, FunctionCode.READ_INPUT_REGISTERS):
