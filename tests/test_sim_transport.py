@@ -116,7 +116,7 @@ async def test_memory_transport_paces_bytes_with_wire_time() -> None:
         line.write(read_energy_request(A))
         first = await line.read(at_least=1)
         assert 0 < len(first) < 10  # bytes trickle in, they do not arrive as one block
-        rest = await line.read(at_least=22 - len(first))
+        rest = await line.read(at_least=20 - len(first))
         assert energy_of(first + rest) == Decimal("1234.56")
 
 
