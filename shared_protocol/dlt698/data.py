@@ -1034,23 +1034,47 @@ def read_rcsd(r: Reader) -> RCSD:
     return rcsd
 
 
+_unpack_dts: Final = struct.Struct(">HBBBBB").unpack_from
+_unpack_dt: Final = struct.Struct(">HBBBBBBH").unpack_from
+
+
 def read_dts(r: Reader) -> DateTimeS:
-    raw = r.take(7)
-    return DateTimeS(int.from_bytes(raw[:2], "big"), *raw[2:])
+    pos = r.pos
+    if pos + 7 > len(r.buf):
+        r.take(7)  # raises the truncation error
+    r.pos = pos + 7
+    # Every field is a u8/u16 off the wire, so the constructor's range checks hold.
+    d = _new(DateTimeS)
+    fields = d.__dict__
+    (
+        fields["year"],
+        fields["month"],
+        fields["day"],
+        fields["hour"],
+        fields["minute"],
+        fields["second"],
+    ) = _unpack_dts(r.buf, pos)
+    return d
 
 
 def read_dt(r: Reader) -> DateTime698:
-    raw = r.take(10)
-    return DateTime698(
-        int.from_bytes(raw[:2], "big"),
-        raw[2],
-        raw[3],
-        raw[4],
-        raw[5],
-        raw[6],
-        raw[7],
-        int.from_bytes(raw[8:], "big"),
-    )
+    pos = r.pos
+    if pos + 10 > len(r.buf):
+        r.take(10)  # raises the truncation error
+    r.pos = pos + 10
+    d = _new(DateTime698)
+    fields = d.__dict__
+    (
+        fields["year"],
+        fields["month"],
+        fields["day"],
+        fields["weekday"],
+        fields["hour"],
+        fields["minute"],
+        fields["second"],
+        fields["millisecond"],
+    ) = _unpack_dt(r.buf, pos)
+    return d
 
 
 def read_ti(r: Reader) -> TI:

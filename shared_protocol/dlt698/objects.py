@@ -226,8 +226,17 @@ def meter_values(oad: OAD, data: Data) -> list[MeterValue]:
         pairs = [(entry.obis[0], data)]
     values = []
     unit = entry.unit
+    scaler = entry.scaler
+    exponent = 0 if scaler is None else scaler + entry.exponent
+    quantum = _QUANTA.get(exponent)
     for code, element in pairs:
-        value = _scalar(entry, element)
+        v = element.value
+        value: ScalarValue | None
+        if quantum is not None and type(v) is int and element.type in _INTEGER_TYPES:
+            # _scalar → scale for the usual case: an integer with a negative exponent.
+            value = Decimal(v).scaleb(exponent).quantize(quantum)
+        else:
+            value = _scalar(entry, element)
         if value is not None and code in QUANTITIES:
             values.append(_meter_value(code, value, unit))
     return values
