@@ -37,9 +37,9 @@ from __future__ import annotations
 import bisect
 import itertools
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from firmware_sim.device import Device
 from firmware_sim.faults import FaultPlan, FaultState
@@ -160,6 +160,42 @@ class Bus:
             self.attach(device)
 
     # ------------------------------------------------------------ configuration
+
+    @classmethod
+    def from_dict(
+        cls, spec: Mapping[str, Any], devices: Iterable[Device] = (), where: str = "bus"
+    ) -> Bus:
+        """A bus from a config table; errors name the field (``bus.wire_time.baud: …``).
+
+        ``{"line": "dlt645", "seed": 1, "wire_time": {...}, "faults": {...}}`` — see
+        :meth:`WireTime.from_dict` and :meth:`FaultPlan.from_dict` for the sub-tables.
+        Per-meter plans go to :meth:`attach`.
+        """
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"{where}: expected a table, got {type(spec).__name__}")
+        unknown = set(spec) - {"line", "seed", "wire_time", "faults"}
+        if unknown:
+            raise ValueError(
+                f"{where}.{sorted(unknown)[0]}: unknown field (use line, seed, wire_time, faults)"
+            )
+        if "line" not in spec:
+            raise ValueError(f"{where}.line: missing (dlt645, dlt698.45 or modbus-rtu)")
+        try:
+            line = line_family(str(spec["line"]))
+        except ValueError as exc:
+            raise ValueError(f"{where}.line: {exc}") from None
+        seed = spec.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"{where}.seed: expected an integer, got {seed!r}")
+        wire = spec.get("wire_time")
+        faults = spec.get("faults")
+        return cls(
+            line,
+            devices,
+            wire=WireTime.from_dict(wire, f"{where}.wire_time") if wire is not None else None,
+            faults=FaultPlan.from_dict(faults, f"{where}.faults") if faults is not None else None,
+            seed=seed,
+        )
 
     @property
     def devices(self) -> tuple[Device, ...]:

@@ -37,7 +37,7 @@ from typing import Any, Final, Self
 
 from firmware_sim.bus import Bus
 
-__all__ = ["LineDriver", "MemoryTransport", "PtyTransport", "TcpSerialServer"]
+__all__ = ["LineDriver", "MemoryTransport", "PtyTransport", "TcpSerialServer", "start_transport"]
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +114,29 @@ class LineDriver:
                 failure.request.hex(" ").upper(),
                 exc_info=failure.error,
             )
+
+
+async def start_transport(
+    bus: Bus, listen: str, *, idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+) -> PtyTransport | TcpSerialServer:
+    """Start serving ``bus`` where a config says: ``"pty"`` or ``"tcp://HOST:PORT"``.
+
+    ``socket://HOST:PORT`` (pyserial's spelling) is accepted too; port 0 picks a free
+    port. The returned transport's :attr:`path` / :attr:`url` is what the agent opens.
+    """
+    if listen == "pty":
+        pty = PtyTransport(bus, idle_timeout=idle_timeout)
+        await pty.start()
+        return pty
+    for scheme in ("tcp://", "socket://"):
+        if listen.startswith(scheme):
+            host, _, port_text = listen[len(scheme) :].rpartition(":")
+            if not host or not port_text.isdigit() or int(port_text) > 65535:
+                break
+            server = TcpSerialServer(bus, host, int(port_text), idle_timeout=idle_timeout)
+            await server.start()
+            return server
+    raise ValueError(f"listen: {listen!r} is not 'pty' or 'tcp://HOST:PORT'")
 
 
 class _Served:

@@ -162,6 +162,8 @@ class WireTime:
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any], where: str = "wire_time") -> WireTime:
         """``{"baud": 2400, "turnaround": 0.005, "latency": {...}, "echo": false}``."""
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"{where}: expected a table, got {type(spec).__name__}")
         unknown = set(spec) - {"baud", "turnaround", "latency", "echo"}
         if unknown:
             raise ValueError(f"{where}.{sorted(unknown)[0]}: unknown field")

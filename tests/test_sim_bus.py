@@ -5,6 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_sim_bus_doubles import (
     ENERGY_DI,
     BrokenMeter,
@@ -282,3 +284,72 @@ def test_wire_time_from_dict_names_the_bad_field() -> None:
         WireTime.from_dict({"latency": {"distribution": "poisson"}})
     with pytest.raises(ValueError, match=r"wire_time\.parity"):
         WireTime.from_dict({"parity": "E"})
+
+
+def test_bus_from_a_config_table() -> None:
+    bus = Bus.from_dict(
+        {
+            "line": "dlt645-2007",
+            "seed": 3,
+            "wire_time": {"baud": 9600, "echo": True},
+            "faults": {"faults": [{"kind": "no_answer", "first": 1}]},
+        },
+        [Meter645(A)],
+    )
+    assert (bus.line, bus.seed, bus.wire) == ("dlt645", 3, WireTime(baud=9600, echo=True))
+    bus.feed(read_energy_request(A), now=0.0)
+    assert frames("dlt645", bus.take_due(1e9)) == [dlt645.decode_frame(read_energy_request(A))]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({}, r"bus\.line: missing"),
+        ({"line": "can"}, r"bus\.line: protocol 'can' is not one of"),
+        ({"line": "dlt645", "seed": 1.5}, r"bus\.seed: expected an integer"),
+        ({"line": "dlt645", "wire_time": {"baud": 0}}, r"bus\.wire_time\.baud"),
+        ({"line": "dlt645", "faults": {"faults": [{"kind": "x"}]}}, r"bus\.faults\.faults\[0\]"),
+        ({"line": "dlt645", "speed": 1}, r"bus\.speed: unknown field"),
+    ],
+)
+def test_bus_config_errors_name_the_field(spec: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Bus.from_dict(spec)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_any_chunking_of_any_protocol_is_answered_once_per_request(data: st.DataObject) -> None:
+    line, bus, requests = data.draw(
+        st.sampled_from(
+            [
+                (
+                    "dlt645",
+                    lambda: Bus("dlt645", [Meter645(A), Meter645(B)]),
+                    [read_energy_request(A), read_energy_request(B)],
+                ),
+                (
+                    "dlt698.45",
+                    lambda: Bus("dlt698.45", [Meter698(A), Meter698(B)]),
+                    [read_698_request(A), read_698_request(B)],
+                ),
+                (
+                    "modbus-rtu",
+                    lambda: Bus("modbus-rtu", [MeterModbus(1), MeterModbus(2)]),
+                    [
+                        modbus.build_read_request(1, 3, 0, 2).raw,
+                        modbus.build_read_request(2, 4, 8, 1).raw,
+                    ],
+                ),
+            ]
+        ).map(lambda case: (case[0], case[1](), case[2]))
+    )
+    stream = b"".join(requests * 2)
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(stream) - 1), max_size=12)))
+    out = b""
+    for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        bus.feed(stream[start:end])
+        out += bus.take_due(0.0)
+    assert len(frames(line, out)) == 4
+    assert bus.counters.requests == 4
+    assert bus.counters.bad_frames == 0

@@ -22,7 +22,12 @@ from test_sim_bus_doubles import (
 
 from firmware_sim.bus import Bus
 from firmware_sim.faults import FaultPlan
-from firmware_sim.transports import MemoryTransport, PtyTransport, TcpSerialServer
+from firmware_sim.transports import (
+    MemoryTransport,
+    PtyTransport,
+    TcpSerialServer,
+    start_transport,
+)
 from firmware_sim.wiretime import FixedLatency, WireTime
 from shared_protocol import dlt645
 from shared_protocol.stream import NEED_DATA, Discarded
@@ -256,3 +261,21 @@ def _recv(sock: socket.socket) -> Callable[[int], bytes]:
             return b""
 
     return read
+
+
+@asyncio_test
+async def test_start_transport_from_a_config_string() -> None:
+    bus = Bus("dlt645", [Meter645(A)])
+    pty = await start_transport(bus, "pty")
+    assert isinstance(pty, PtyTransport) and pty.path.startswith("/dev/")
+    await pty.close()
+    server = await start_transport(bus, "tcp://127.0.0.1:0")
+    assert isinstance(server, TcpSerialServer) and server.port > 0
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(read_energy_request(A))
+    assert energy_of(await asyncio.wait_for(reader.read(64), 2.0)) == Decimal("1234.56")
+    writer.close()
+    await server.close()
+    for bad in ("serial", "tcp://:80", "tcp://host:http", "socket://h:99999"):
+        with pytest.raises(ValueError, match="listen"):
+            await start_transport(bus, bad)
