@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
@@ -116,7 +117,7 @@ def test_history_depths_and_monthly_freeze_on_the_settlement_day() -> None:
     assert meter.daily_freeze(1).time == datetime(2027, 2, 5)
     # curve points are 15 minutes apart in meter time
     times = [p.time for p in meter.curve]
-    assert all(b - a == timedelta(minutes=15) for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a == timedelta(minutes=15) for a, b in itertools.pairwise(times))
 
 
 def test_a_tripped_meter_stops_and_close_allowed_waits_for_the_button() -> None:
