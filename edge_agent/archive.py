@@ -410,11 +410,13 @@ def _parse_row(row: Mapping[str, str | None], defaults: Meter) -> tuple[Meter | 
         enabled=flag("enabled", defaults.enabled),
         notes=(row.get("notes") or "").strip(),
     )
+    empty = {name for name in _REQUIRED_COLUMNS if not text(name)}
+    for problem in check_meter(meter):
+        # An empty required cell is reported once, not again as a bad address or protocol.
+        if not any(problem.message.startswith(name) for name in empty):
+            reasons.append(problem.message)
     if reasons:
         return None, reasons
-    problems = check_meter(meter)
-    if problems:
-        return None, [problem.message for problem in problems]
     return meter.normalized(), []
 
 
@@ -815,9 +817,10 @@ class MeterArchive:
             raise ValueError(f"mode {mode!r} must be 'merge' or 'replace'")
         report = ImportReport(mode=mode)
         text = self._csv_text(source)
-        reader = csv.DictReader(io.StringIO(text))
-        header = [name.strip().lower() for name in reader.fieldnames or []]
-        reader.fieldnames = header
+        # csv.reader, not DictReader: it keeps blank lines, so our row numbers are the ones
+        # a spreadsheet shows (header = row 1).
+        records = csv.reader(io.StringIO(text))
+        header = [name.strip().lower() for name in next(records, [])]
         missing = [name for name in _REQUIRED_COLUMNS if name not in header]
         unknown = [name for name in header if name not in CSV_COLUMNS]
         if missing or unknown:
@@ -834,16 +837,15 @@ class MeterArchive:
         defaults = Meter(address="", protocol="", bus="")
         parsed: builtins.list[tuple[int, Meter]] = []
         first_row: dict[str, tuple[int, str]] = {}  # key → (row number, bus)
-        for index, row in enumerate(reader, start=2):
-            if None in row:
-                report.rejected.append(
-                    RejectedRow(
-                        index, (row.get("address") or "").strip(), ("more cells than columns",)
-                    )
-                )
-                continue
-            if not any((value or "").strip() for value in row.values()):
+        for index, cells in enumerate(records, start=2):
+            if not any(cell.strip() for cell in cells):
                 continue  # blank line
+            row = dict(zip(header, cells, strict=False))
+            if len(cells) > len(header):
+                address = (row.get("address") or "").strip()
+                reason = f"{len(cells)} cells but {len(header)} columns; quote cells holding commas"
+                report.rejected.append(RejectedRow(index, address, (reason,)))
+                continue
             meter, reasons = _parse_row(row, defaults)
             address = (row.get("address") or "").strip()
             if meter is not None and meter.key in first_row:
