@@ -20,7 +20,7 @@ Kinds (parameters in brackets)::
 
 When a rule fires (all given conditions must hold; none given = always)::
 
-    first = N                 the meter's first N replies
+    first = N                 the meter's first N replies (a bus plan: the bus's first N)
     between = [a, b]          its replies a..b (1-based, inclusive)
     probability = p           a seeded coin with P(fire) = p
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from decimal import Decimal
 
 import pytest
@@ -19,7 +20,14 @@ from test_sim_bus_doubles import (
 )
 
 from firmware_sim.bus import Bus, line_family
-from firmware_sim.wiretime import FixedLatency, UniformLatency, WireTime, byte_time
+from firmware_sim.wiretime import (
+    FixedLatency,
+    NormalLatency,
+    UniformLatency,
+    WireTime,
+    byte_time,
+    latency_from_dict,
+)
 from shared_protocol import dlt645, dlt698, modbus
 from shared_protocol.stream import Discarded
 
@@ -353,3 +361,18 @@ def test_any_chunking_of_any_protocol_is_answered_once_per_request(data: st.Data
     assert len(frames(line, out)) == 4
     assert bus.counters.requests == 4
     assert bus.counters.bad_frames == 0
+
+
+def test_normal_latency_is_clipped_and_loads_from_a_table() -> None:
+    latency = latency_from_dict(
+        {"distribution": "normal", "mean": 0.05, "stdev": 0.5, "low": 0.01, "high": 0.09}
+    )
+    assert isinstance(latency, NormalLatency)
+    rng = random.Random(1)
+    draws = [latency.draw(rng) for _ in range(200)]
+    assert min(draws) == 0.01 and max(draws) == 0.09
+    assert latency_from_dict(0.03) == FixedLatency(0.03)
+    with pytest.raises(ValueError, match=r"latency\.stdev: must not be negative"):
+        latency_from_dict({"distribution": "normal", "mean": 0.05, "stdev": -1})
+    with pytest.raises(ValueError, match=r"latency\.mean: expected seconds"):
+        latency_from_dict({"distribution": "normal", "mean": "soon", "stdev": 1})
