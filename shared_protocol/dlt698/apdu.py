@@ -1099,10 +1099,11 @@ def _with_tails(apdu: Apdu, r: Reader) -> Apdu:
     if r.pos >= len(r.buf):  # no tails at all
         return apdu
     follow: FollowReport | None = None
-    if apdu.TAILS is Tails.SERVER and r.remaining and r.optional():
+    tails = apdu.TAILS
+    if tails is Tails.SERVER and r.optional():
         follow = FollowReport.read(r)
     tag: TimeTag | None = None
-    if apdu.TAILS is not Tails.NONE and r.remaining:
+    if tails is not Tails.NONE and r.pos < len(r.buf):
         tag = _read_time_tag(r)
     if follow is None and tag is None:
         return apdu
@@ -1129,7 +1130,7 @@ def decode_apdu(raw: bytes) -> Apdu:
             what = name if choice is None else f"{name} choice {choice}"
             raise UnsupportedError(f"{what} is not supported by this codec")
         apdu = _with_tails(cls._read(r), r)
-        if r.remaining:
+        if r.pos < len(r.buf):
             raise MalformedFrameError(f"{r.remaining} byte(s) left after the {cls.SERVICE} APDU")
         return apdu
     except (ProtocolError, ValueError) as exc:

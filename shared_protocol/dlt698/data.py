@@ -1246,8 +1246,31 @@ def _int_decoder(t: DataType, fmt: str) -> _TagDecoder:
 
 def _composite_decoder(t: DataType) -> _TagDecoder:
     def decode(r: Reader, depth: int) -> Data:
+        n = r.count()
         depth += 1
-        return _data(t, tuple([_decode(r, depth) for _ in range(r.count())]))
+        items = []
+        if n:
+            # _decode inlined for each element: same checks in the same order.
+            if depth > MAX_DEPTH:
+                raise MalformedFrameError(f"Data nested deeper than {MAX_DEPTH} levels")
+            buf = r.buf
+            size = len(buf)
+            decoders = _TAG_DECODERS
+            for _ in range(n):
+                pos = r.pos
+                if pos >= size:
+                    r.take(1)  # raises the truncation error
+                tag = buf[pos]
+                r.pos = pos + 1
+                element = decoders[tag]
+                if element is None:
+                    raise UnsupportedError(f"unknown Data type tag 0x{tag:02X}")
+                items.append(element(r, depth))
+        d = _new(Data)
+        fields = d.__dict__
+        fields["type"] = t
+        fields["value"] = tuple(items)
+        return d
 
     return decode
 
