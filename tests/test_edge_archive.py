@@ -483,3 +483,10 @@ def test_archive_hash_is_stable_and_content_only(tmp_path: Path) -> None:
         a.update("000000000002", notes="")
         assert a.archive_hash() == first  # content, not history
         assert len(first) == 64
+
+
+def test_docs_describe_every_csv_column() -> None:
+    doc = (ROOT / "docs" / "edge-config.md").read_text(encoding="utf-8")
+    assert HEADER in doc
+    for column in CSV_COLUMNS:
+        assert f"`{column}`" in doc

@@ -363,3 +363,29 @@ def test_config_is_frozen() -> None:
     with pytest.raises(AttributeError):
         config.gateway.id = "x"  # type: ignore[misc]
     assert isinstance(config, EdgeConfig)
+
+
+def test_docs_describe_every_key() -> None:
+    import tomllib
+
+    doc = (ROOT / "docs" / "edge-config.md").read_text(encoding="utf-8")
+    data = tomllib.loads(to_toml(example()))
+    keys: list[str] = []
+
+    def walk(value: object, prefix: str) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{prefix}.{key}" if prefix else key)
+        elif isinstance(value, list):
+            walk(value[0], f"{prefix}[]")
+        else:
+            keys.append(prefix)
+
+    walk(data, "")
+    for key in keys:
+        parent, _, leaf = key.rpartition(".")
+        assert (
+            f"`{key}`" in doc
+            or (f"`{parent}.{leaf}`" in doc)
+            or (f"`{parent}." in doc and f"`.{leaf}`" in doc)
+        ), f"docs/edge-config.md does not describe {key}"
