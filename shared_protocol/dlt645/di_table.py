@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cached_property
 from types import MappingProxyType
 from typing import Final
@@ -120,12 +121,57 @@ class DataItem:
             if self.block or self.opaque_tail:
                 counts.setdefault(end, n)  # the loop in decode_fields stops at the first
         counts.setdefault(end, len(steps))
-        return counts, tuple(steps)
+        texts: dict[int, tuple[_TextStep, ...]] | None = None
+        if all(type(f.format) is Bcd and not f.format.signed for f in self.fields):
+            # Unsigned BCD only: one hex string of the whole (reversed) data holds every
+            # value's digits; per accepted length, where each value's digits sit in it.
+            texts = {}
+            for length, count in counts.items():
+                text_steps = []
+                for (start, end, _, obis, unit), field in zip(
+                    steps[:count], self.fields, strict=False
+                ):
+                    if obis is None:
+                        continue  # valid BCD digits cannot fail to decode: nothing to check
+                    decimals = field.format.decimals  # type: ignore[attr-defined]
+                    point = 2 * (length - start) - decimals
+                    text_steps.append(
+                        (
+                            2 * (length - end),
+                            point,
+                            "." if decimals else "",
+                            2 * (length - start),
+                            obis,
+                            unit,
+                        )
+                    )
+                texts[length] = tuple(text_steps)
+        return counts, tuple(steps), texts
 
     def _decode_values(self, data: bytes) -> tuple[MeterValue, ...]:
         """:meth:`decode` as a tuple; same values, same errors, less work per call."""
-        counts, steps = self._plan
+        counts, steps, texts = self._plan
         count = counts.get(len(data))
+        if texts is not None and count is not None:
+            text = data[::-1].hex()
+            if text.isdigit():
+                # Decimal("230.93") is exactly what Bcd.decode builds as 23093 × 10⁻²
+                if _meter_value is not _fast_meter_value:
+                    return tuple(
+                        [
+                            _meter_value(obis, Decimal(text[a:b] + point + text[b:c]), unit)
+                            for a, b, point, c, obis, unit in texts[len(data)]
+                        ]
+                    )
+                out = []
+                for a, b, point, c, obis, unit in texts[len(data)]:
+                    meter_value = _new(MeterValue)  # _fast_meter_value, inlined
+                    fields = meter_value.__dict__
+                    fields["obis"] = obis
+                    fields["value"] = Decimal(text[a:b] + point + text[b:c])
+                    fields["unit"] = unit
+                    out.append(meter_value)
+                return tuple(out)
         if count is None:
             if not (self.opaque_tail and len(data) > steps[-1][1]):
                 # a length error (or a field error before it): let decode_fields say which
@@ -136,10 +182,10 @@ class DataItem:
                 )
             count = len(steps)
         values = []
-        for start, end, decode, obis, unit in steps[:count] if count < len(steps) else steps:
+        for start, end, decode, code, field_unit in steps[:count] if count < len(steps) else steps:
             value = decode(data[start:end])
-            if obis is not None:
-                values.append(_meter_value(obis, value, unit))
+            if code is not None:
+                values.append(_meter_value(code, value, field_unit))
         return tuple(values)
 
     def encode(self, values: Sequence[ScalarValue]) -> bytes:
@@ -165,7 +211,9 @@ class DataItem:
 
 
 _Step = tuple[int, int, Callable[[bytes], ScalarValue], str | None, str | None]
-_Plan = tuple[dict[int, int], tuple[_Step, ...]]
+# (digits from, decimal point at, "." or "", digits to, OBIS, unit) in the reversed hex text
+_TextStep = tuple[int, int, str, int, str, str | None]
+_Plan = tuple[dict[int, int], tuple[_Step, ...], dict[int, tuple[_TextStep, ...]] | None]
 _new = object.__new__
 
 

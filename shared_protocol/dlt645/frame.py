@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Final
 
 from shared_protocol.errors import (
@@ -70,7 +71,7 @@ _USER_ADDRESS_RE = re.compile(r"^[0-9A]{1,12}$")
 _MEMO_LIMIT: Final = 4096
 _normalized: dict[str, str] = {}
 _from_wire: dict[bytes, str] = {}
-_to_wire: dict[str, bytes] = {}
+_heads: dict[str, bytes] = {}  # Frame.address → 68 A0..A5 68
 
 
 def _memo(cache: dict[Any, Any], key: object, value: object) -> None:
@@ -119,16 +120,6 @@ def address_from_wire(wire: bytes) -> str:
     return address
 
 
-def _wire_of(address: str) -> bytes:
-    """``Frame.address`` (already validated) → its 6 wire bytes, memoised."""
-    try:
-        return _to_wire[address]
-    except KeyError:
-        wire = bytes.fromhex(address)[::-1]
-        _memo(_to_wire, address, wire)
-        return wire
-
-
 def checksum(body: bytes) -> int:
     """Sum of every byte from the first 68H through the last data byte, modulo 256."""
     return sum(body) & 0xFF
@@ -174,7 +165,7 @@ class Control:
             follow_up=bool(value & 0x20),
         )
 
-    @property
+    @cached_property  # computed once per (immutable) instance
     def byte(self) -> int:
         return (
             self.function
@@ -195,6 +186,7 @@ def _control_of(value: int) -> Control:
         abnormal=bool(value & 0x40),
         follow_up=bool(value & 0x20),
     )
+    control.__dict__["byte"] = value  # what the cached property would compute
     return control
 
 
@@ -250,7 +242,6 @@ def _checked_frame(address: str, control: Control, data: bytes) -> Frame:
 
 
 _START_BYTES: Final = bytes([START])
-_END_BYTE: Final = END
 
 
 def encode_frame(frame: Frame, preamble: int = DEFAULT_REQUEST_PREAMBLE) -> bytes:
@@ -258,20 +249,14 @@ def encode_frame(frame: Frame, preamble: int = DEFAULT_REQUEST_PREAMBLE) -> byte
     if not 0 <= preamble <= MAX_PREAMBLE:
         raise LocalProtocolError(f"preamble must be 0..{MAX_PREAMBLE} FE bytes, got {preamble}")
     data = frame.data
-    address = frame.address
-    wire = _to_wire.get(address) if type(frame) is Frame else None
-    if wire is None:
-        wire = frame.wire_address
-        if type(frame) is Frame:
-            _memo(_to_wire, address, wire)
-    control = frame.control
-    body = (
-        _START_BYTES
-        + wire
-        + bytes((START, control.byte, len(data)))
-        + bytes(data).translate(_ADD_TABLE)
-    )
-    return b"\xfe" * preamble + body + bytes(((sum(body) & 0xFF), _END_BYTE))
+    plain = type(frame) is Frame
+    head = _heads.get(frame.address) if plain else None
+    if head is None:
+        head = _START_BYTES + frame.wire_address + _START_BYTES
+        if plain:
+            _memo(_heads, frame.address, head)
+    body = head + bytes((frame.control.byte, len(data))) + bytes(data).translate(_ADD_TABLE)
+    return b"\xfe" * preamble + body + bytes((sum(body) & 0xFF, END))
 
 
 def parse_frame_at(buffer: bytes | bytearray, start: int = 0) -> tuple[Frame, int] | None:
@@ -341,6 +326,27 @@ def count_preamble(raw: bytes) -> int:
 def decode_frame(raw: bytes) -> Frame:
     """Decode exactly one frame (any number of leading FE) from ``raw``."""
     start = len(raw) - len(raw.lstrip(_PREAMBLE_BYTES))
+    if type(raw) is bytes:
+        # The usual case in one pass: exactly one complete, well-formed frame. Anything
+        # else takes the careful path below, which says what is wrong.
+        size = len(raw)
+        end = size - 2
+        if (
+            size - start >= HEADER_SIZE + 2
+            and raw[start] == START
+            and raw[start + 7] == START
+            and start + HEADER_SIZE + raw[start + 9] == end
+            and raw[start + 9] <= MAX_DATA_LENGTH
+            and raw[-1] == END
+        ):
+            body = raw[start:end]
+            if sum(body) & 0xFF == raw[end]:
+                wire = body[1:7]
+                address = _from_wire.get(wire)
+                if address is None:
+                    address = address_from_wire(wire)
+                data = body[HEADER_SIZE:].translate(_REMOVE_TABLE)
+                return _frame(address, _CONTROLS[body[8]], data)
     if start == len(raw):
         raise MalformedFrameError("no frame: only FE preamble bytes or nothing at all")
     parsed = parse_frame_at(raw, start)
