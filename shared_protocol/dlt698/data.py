@@ -852,6 +852,8 @@ def _check_fields(selector: int, fields: tuple[object, ...]) -> None:
 
 
 def encode_rsd(r: RSD) -> bytes:
+    if r.selector == 9:  # last n: the common case, one unsigned (checked 0..255)
+        return bytes((9, r.fields[0]))  # type: ignore[arg-type]
     out = bytes([r.selector])
     if r.selector == 3:
         out += encode_length(len(r.fields))
@@ -996,12 +998,13 @@ def _oad_from_word(word: int) -> OAD:
 
 def read_oad(r: Reader) -> OAD:
     pos = r.pos
-    end = pos + 4
     buf = r.buf
-    if end > len(buf):
+    if pos + 4 > len(buf):
         r.take(4)  # raises the truncation error
-    r.pos = end
-    return _oad_from_word(int.from_bytes(buf[pos:end], "big"))
+    r.pos = pos + 4
+    word = buf[pos] << 24 | buf[pos + 1] << 16 | buf[pos + 2] << 8 | buf[pos + 3]
+    oad = _OAD_CACHE.get(word)
+    return _oad_from_word(word) if oad is None else oad
 
 
 def read_omd(r: Reader) -> OMD:
@@ -1015,7 +1018,12 @@ def read_road(r: Reader) -> ROAD:
 
 
 def read_csd(r: Reader) -> CSD:
-    choice = r.u8()
+    pos = r.pos
+    buf = r.buf
+    if pos >= len(buf):
+        r.take(1)  # raises the truncation error
+    choice = buf[pos]
+    r.pos = pos + 1
     column: OAD | ROAD
     if choice == 0:
         column = read_oad(r)
