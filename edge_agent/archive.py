@@ -183,6 +183,23 @@ class Meter:
             modbus_model=self.modbus_model.lower() if self.modbus_model else None,
         )
 
+    @classmethod
+    def from_row(cls, row: Mapping[str, str | None]) -> Meter:
+        """A meter from text fields as in the CSV (what ``meters add`` takes); validated.
+
+        Raises :class:`ArchiveError` listing every problem.
+        """
+        unknown = sorted(set(row) - set(CSV_COLUMNS))
+        if unknown:
+            where = f"meter {(row.get('address') or '').strip()}"
+            message = f"unknown field(s) {', '.join(unknown)}; use {', '.join(CSV_COLUMNS)}"
+            raise ArchiveError([Problem(where, message)])
+        meter, reasons = _parse_row(row, cls(address="", protocol="", bus=""))
+        if meter is None:
+            where = f"meter {(row.get('address') or '').strip()}"
+            raise ArchiveError([Problem(where, reason) for reason in reasons])
+        return meter
+
     def to_row(self) -> dict[str, str]:
         """The CSV row (all columns as text)."""
         row: dict[str, str] = {}
@@ -485,21 +502,44 @@ class MeterArchive:
         self.bus_limits = dict(bus_limits) if bus_limits is not None else None
         self.bus_families = dict(bus_families) if bus_families is not None else None
         self.readonly = readonly
-        if readonly:
+        try:
+            self._db = self._open()
+        except sqlite3.Error as exc:
+            # The one place SQLite's errors become ours: a technician sees what to do.
+            raise ArchiveError(
+                [
+                    Problem(
+                        "archive",
+                        f"cannot open {self.path} as a meter archive ({exc}); check the path "
+                        "and permissions, or move the file aside and import the last export",
+                    )
+                ]
+            ) from None
+
+    def _open(self) -> sqlite3.Connection:
+        if self.readonly:
             uri = f"{self.path.resolve().as_uri()}?mode=ro"
-            self._db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10)
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            with self._write():
-                if self._db.execute("PRAGMA user_version").fetchone()[0] == 0:
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=10)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA busy_timeout=10000")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > _SCHEMA_VERSION:
+            db.close()
+            raise sqlite3.DatabaseError(
+                f"schema version {version} is newer than this agent's {_SCHEMA_VERSION}"
+            )
+        if version == 0 and not self.readonly:
+            with MeterArchive._Transaction(db):
+                if db.execute("PRAGMA user_version").fetchone()[0] == 0:
                     for statement in _SCHEMA.split(";"):
                         if statement.strip():
-                            self._db.execute(statement)
-                    self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-        self._db.execute("PRAGMA busy_timeout=10000")
+                            db.execute(statement)
+                    db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        return db
 
     @classmethod
     def from_config(cls, config: EdgeConfig, *, readonly: bool = False) -> MeterArchive:

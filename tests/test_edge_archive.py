@@ -490,3 +490,77 @@ def test_docs_describe_every_csv_column() -> None:
     assert HEADER in doc
     for column in CSV_COLUMNS:
         assert f"`{column}`" in doc
+
+
+def test_meter_from_row_parses_text_fields() -> None:
+    meter = Meter.from_row(
+        {
+            "address": "1",
+            "protocol": "modbus-rtu",
+            "bus": "m",
+            "modbus_model": "DTSU666",
+            "ct_ratio": "50",
+            "protected": "yes",
+        }
+    )
+    assert (meter.key, meter.modbus_model, meter.ct_ratio, meter.protected) == (
+        "m#1",
+        "dtsu666",
+        50,
+        True,
+    )
+    with pytest.raises(ArchiveError) as caught:
+        Meter.from_row({"address": "1", "protocol": "dlt645-2007", "bus": "", "pt_ratio": "x"})
+    assert [p.message for p in caught.value.problems] == [
+        "bus is empty",
+        "pt_ratio 'x' is not a whole number",
+        "address '1' is not a full DL/T 645 address; write all 12 nameplate digits (pad with "
+        "leading zeros; wildcards A are for searching, not for the archive)",
+    ]
+    with pytest.raises(ArchiveError, match="unknown field"):
+        Meter.from_row({"address": "1", "protocol": "modbus-rtu", "bus": "m", "colour": "red"})
+
+
+def test_a_file_that_is_not_an_archive_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "archive.db"
+    path.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(ArchiveError) as caught:
+        MeterArchive(path)
+    message = str(caught.value)
+    assert message.startswith(f"archive: cannot open {path} as a meter archive (")
+    assert "move the file aside and import the last export" in message
+    with pytest.raises(ArchiveError, match="cannot open"):
+        MeterArchive(tmp_path / "missing.db", readonly=True)
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "archive.db"
+    MeterArchive(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version=99")
+    with pytest.raises(ArchiveError, match="schema version 99 is newer than this agent's 1"):
+        MeterArchive(path)
+
+
+def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    script = textwrap.dedent(
+        f"""
+        from edge_agent.archive import Meter, MeterArchive
+        with MeterArchive({str(path)!r}) as cli:
+            for n in range(1000, 1050):
+                cli.add(Meter(f"{{n:012d}}", "dlt645-2007", "rs485-2"))
+        """
+    )
+    with MeterArchive(path) as daemon:
+        child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+        for n in range(1, 51):
+            daemon.add(m645(n))
+        assert child.wait(timeout=60) == 0
+        assert len(daemon) == 100
+        assert daemon.revision == 100
+        changes = daemon.changes_since(0)
+        assert [c.revision for c in changes] == list(range(1, 101))
+        assert {c.key for c in changes} == {m.key for m in daemon.list()}
