@@ -906,23 +906,25 @@ class MeterArchive:
         with self._write() as db:
             current = {meter.key: meter for meter in self.list()}
             final = dict(current) if mode == "merge" else {}
+            on_bus = Counter(meter.bus for meter in final.values())
             accepted: builtins.list[tuple[int, Meter]] = []
             for index, meter in parsed:
                 reasons = self._import_conflicts(meter)
-                if len(final) + (meter.key not in final) > self.max_meters:
+                before = final.get(meter.key)
+                if before is None and len(final) + 1 > self.max_meters:
                     reasons.append(
                         f"the archive would exceed the gateway limit of {self.max_meters} meters"
                     )
                 limit = (self.bus_limits or {}).get(meter.bus)
-                if limit is not None and meter.key not in final:
-                    on_bus = sum(1 for m in final.values() if m.bus == meter.bus)
-                    if on_bus + 1 > limit:
-                        reasons.append(
-                            f"bus {meter.bus!r} would exceed its limit of {limit} meters"
-                        )
+                moves_in = before is None or before.bus != meter.bus
+                if limit is not None and moves_in and on_bus[meter.bus] + 1 > limit:
+                    reasons.append(f"bus {meter.bus!r} would exceed its max_meters ({limit})")
                 if reasons:
                     report.rejected.append(RejectedRow(index, meter.address, tuple(reasons)))
                     continue
+                if before is not None:
+                    on_bus[before.bus] -= 1
+                on_bus[meter.bus] += 1
                 final[meter.key] = meter
                 accepted.append((index, meter))
 
@@ -943,10 +945,11 @@ class MeterArchive:
                     db.execute("DELETE FROM meters WHERE key = ?", (key,))
                     self._log(db, "remove", key)
                 for _, meter in accepted:
-                    if meter.key in report.unchanged:
+                    old = current.get(meter.key)
+                    if old == meter:
                         continue
                     self._store(db, meter)
-                    self._log(db, "add" if meter.key in report.added else "update", meter.key)
+                    self._log(db, "add" if old is None else "update", meter.key)
                 self._prune(db)
                 report.applied = True
         report.revision = self.revision

@@ -564,3 +564,27 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
         changes = daemon.changes_since(0)
         assert [c.revision for c in changes] == list(range(1, 101))
         assert {c.key for c in changes} == {m.key for m in daemon.list()}
+
+
+def test_merge_moves_a_meter_between_buses_within_their_limits(tmp_path: Path) -> None:
+    limits = {"a": 2, "b": 1}
+    with MeterArchive(tmp_path / "a.db", bus_limits=limits) as archive:
+        archive.add(m645(1, "a"))
+        archive.add(m645(2, "a"))
+        archive.add(m645(3, "b"))
+        text = "address,protocol,bus\n000000000001,dlt645-2007,b\n000000000003,dlt645-2007,a\n"
+        report = archive.import_csv(text)
+        # A merge goes row by row, so neither meter can move into the other's full bus...
+        assert [str(r) for r in report.rejected] == [
+            "row 2 (000000000001): bus 'b' would exceed its max_meters (1)",
+            "row 3 (000000000003): bus 'a' would exceed its max_meters (2)",
+        ]
+        assert not report.updated and len(archive.list(bus="a")) == 2
+        # ...while a replace sees the whole new layout.
+        swap = archive.import_csv(
+            "address,protocol,bus\n000000000001,dlt645-2007,b\n"
+            "000000000002,dlt645-2007,a\n000000000003,dlt645-2007,a\n",
+            mode="replace",
+        )
+        assert swap.applied and swap.updated == ["000000000001", "000000000003"]
+        assert [m.address for m in archive.list(bus="b")] == ["000000000001"]
