@@ -595,7 +595,8 @@ class EdgeLog(LogReader):
 
     def _compact(self) -> int:
         """Checkpoint, give free pages back, and return the size the quota is judged on."""
-        self._conn.execute("PRAGMA incremental_vacuum").fetchall()
+        # executescript steps the pragma to completion; execute() frees one page per call.
+        self._conn.executescript("PRAGMA incremental_vacuum;")
         self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         return self.size_bytes()
 
