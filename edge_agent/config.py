@@ -80,7 +80,7 @@ CURVE_INTERVALS_MIN = (1, 5, 15, 30, 60)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _HOST_PORT_RE = re.compile(r"^(?P<host>[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})$")
-_TIME_RE = re.compile(r"^(\d{2}):(\d{2})$")
+_TIME_RE = re.compile(r"^(\d{2}):(\d{2})(?::(\d{2}))?$")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,8 +388,8 @@ class _Table:
         if isinstance(value, time):  # TOML local time 00:05:00
             return value.replace(second=0, microsecond=0) if value.second == 0 else value
         match = _TIME_RE.match(value) if isinstance(value, str) else None
-        if match and int(match[1]) < 24 and int(match[2]) < 60:
-            return time(int(match[1]), int(match[2]))
+        if match and int(match[1]) < 24 and int(match[2]) < 60 and int(match[3] or 0) < 60:
+            return time(int(match[1]), int(match[2]), int(match[3] or 0))
         self.problem(
             name, f'{_show(value)} is not a time of day; write it as "HH:MM", e.g. "00:05"'
         )

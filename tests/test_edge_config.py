@@ -389,3 +389,32 @@ def test_docs_describe_every_key() -> None:
             or (f"`{parent}.{leaf}`" in doc)
             or (f"`{parent}." in doc and f"`.{leaf}`" in doc)
         ), f"docs/edge-config.md does not describe {key}"
+
+
+def test_times_with_seconds_round_trip() -> None:
+    config = parse_config(MINIMAL + '[tasks.daily_frozen]\nat = "00:05:30"\n')
+    assert config.tasks.daily_frozen.at == time(0, 5, 30)
+    assert parse_config(to_toml(config)) == config
+
+
+@pytest.mark.parametrize("kind", ["daily", "monthly", "curve", "instant", "event"])
+def test_every_retention_kind_is_checked(kind: str) -> None:
+    assert only_problem(MINIMAL + f"[storage.retention]\n{kind} = 0\n") == (
+        f"storage.retention.{kind}: 0 is outside 1..36500; days to keep acknowledged records"
+    )
+    config = parse_config(MINIMAL + f"[storage.retention]\n{kind} = 9\n")
+    assert getattr(config.storage.retention, kind) == 9
+
+
+@pytest.mark.parametrize(
+    "table",
+    ["tasks.daily_frozen", "tasks.monthly_frozen", "tasks.curve", "tasks.events",
+     "tasks.clock_check"],
+)  # fmt: skip
+def test_every_task_enable_flag_is_checked(table: str) -> None:
+    assert only_problem(MINIMAL + f'[{table}]\nenabled = "off"\n') == (
+        f'{table}.enabled: must be true or false, got "off"'
+    )
+    config = parse_config(MINIMAL + f"[{table}]\nenabled = false\n")
+    section = getattr(config.tasks, table.split(".")[1])
+    assert section.enabled is False
