@@ -47,6 +47,7 @@ __all__ = [
     "CSV_COLUMNS",
     "CUSTOMER_CLASSES",
     "METER_PROTOCOLS",
+    "PROTOCOL_FAMILY",
     "ArchiveError",
     "Change",
     "ImportReport",

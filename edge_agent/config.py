@@ -58,6 +58,7 @@ __all__ = [
     "RetentionConfig",
     "StorageConfig",
     "TasksConfig",
+    "config_diff",
     "config_hash",
     "config_path",
     "example",
@@ -164,6 +165,14 @@ class BusConfig:
     echo: bool = False
     rs485_kernel_mode: bool = False
     max_meters: int = BUS_METER_LIMIT
+
+    @property
+    def line_settings(self) -> tuple[str, int, str, int, int, bool]:
+        """What reopening the port depends on; anything else changes without a reopen."""
+        return (
+            self.port, self.baud, self.parity, self.data_bits, self.stop_bits,
+            self.rs485_kernel_mode,
+        )  # fmt: skip
 
     @property
     def bits_per_char(self) -> int:
@@ -786,6 +795,41 @@ def _toml_table(lines: list[str], header: str, data: Mapping[str, Any]) -> None:
     name = header.strip("[]")
     for key, value in tables.items():
         _toml_table(lines, f"[{name}.{key}]", value)
+
+
+def config_diff(old: EdgeConfig, new: EdgeConfig) -> list[tuple[str, Any, Any]]:
+    """Key paths whose values differ, with old and new values (``config diff``, hot reload).
+
+    Buses are matched by name, so ``buses.rs485-1.baud`` rather than an index; a bus only
+    in one side shows as ``buses.NAME`` with ``None`` on the other.
+    """
+
+    def flatten(data: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(data, dict):
+            for key, value in data.items():
+                flatten(value, f"{prefix}.{key}" if prefix else key, out)
+        else:
+            out[prefix] = data
+        return out
+
+    def keyed(config: EdgeConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+        data = _plain(config)
+        buses = {bus["name"]: bus for bus in data.pop("buses")}
+        return flatten(data, "", {}), buses
+
+    (before, old_buses), (after, new_buses) = keyed(old), keyed(new)
+    for name in old_buses.keys() & new_buses.keys():
+        flatten(old_buses[name], f"buses.{name}", before)
+        flatten(new_buses[name], f"buses.{name}", after)
+    for name in old_buses.keys() - new_buses.keys():
+        before[f"buses.{name}"] = old_buses[name]
+    for name in new_buses.keys() - old_buses.keys():
+        after[f"buses.{name}"] = new_buses[name]
+    return [
+        (key, before.get(key), after.get(key))
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key) != after.get(key)
+    ]
 
 
 def to_toml(config: EdgeConfig) -> str:

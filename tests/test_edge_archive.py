@@ -588,3 +588,18 @@ def test_merge_moves_a_meter_between_buses_within_their_limits(tmp_path: Path) -
         )
         assert swap.applied and swap.updated == ["000000000001", "000000000003"]
         assert [m.address for m in archive.list(bus="b")] == ["000000000001"]
+
+
+def test_public_names_are_pinned() -> None:
+    import edge_agent.archive as archive_module
+    import edge_agent.config as config_module
+
+    assert sorted(archive_module.__all__) == sorted(
+        ["CSV_COLUMNS", "CUSTOMER_CLASSES", "METER_PROTOCOLS", "PROTOCOL_FAMILY", "ArchiveError",
+         "Change", "ImportReport", "Meter", "MeterArchive", "RejectedRow", "canonical_address",
+         "check_meter", "check_meters"]
+    )  # fmt: skip
+    assert "load_config" in config_module.__all__ and "config_diff" in config_module.__all__
+    for module in (archive_module, config_module):
+        for name in module.__all__:
+            assert hasattr(module, name), f"{module.__name__}.{name}"

@@ -418,3 +418,27 @@ def test_every_task_enable_flag_is_checked(table: str) -> None:
     config = parse_config(MINIMAL + f"[{table}]\nenabled = false\n")
     section = getattr(config.tasks, table.split(".")[1])
     assert section.enabled is False
+
+
+def test_config_diff_names_changed_keys_and_buses_by_name() -> None:
+    from edge_agent.config import config_diff
+
+    old = example()
+    new = parse_config(
+        EXAMPLE_TOML.replace("threshold_s = 60", "threshold_s = 90")
+        .replace('port = "socket://192.168.1.50:4001"', 'port = "socket://192.168.1.60:4001"')
+        .replace('name = "modbus-1"', 'name = "modbus-9"')
+    )
+    changes = config_diff(old, new)
+    assert [key for key, _, _ in changes] == [
+        "buses.modbus-1",
+        "buses.modbus-9",
+        "buses.rs485-2.port",
+        "clock.threshold_s",
+    ]
+    assert changes[2][1:] == ("socket://192.168.1.50:4001", "socket://192.168.1.60:4001")
+    assert changes[0][2] is None and changes[1][1] is None
+    assert config_diff(old, parse_config(to_toml(old))) == []
+    # Only line settings make a bus reopen its port.
+    assert old.bus("rs485-2").line_settings != new.bus("rs485-2").line_settings
+    assert old.bus("rs485-1").line_settings == new.bus("rs485-1").line_settings
