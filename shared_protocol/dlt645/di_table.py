@@ -121,11 +121,12 @@ class DataItem:
             if self.block or self.opaque_tail:
                 counts.setdefault(end, n)  # the loop in decode_fields stops at the first
         counts.setdefault(end, len(steps))
-        texts: dict[int, tuple[_TextStep, ...]] | None = None
-        if all(type(f.format) is Bcd and not f.format.signed for f in self.fields):
+        texts: dict[int, tuple[_TextStep, ...]] = {}
+        if _meter_value is _fast_meter_value and all(
+            type(f.format) is Bcd and not f.format.signed for f in self.fields
+        ):
             # Unsigned BCD only: one hex string of the whole (reversed) data holds every
             # value's digits; per accepted length, where each value's digits sit in it.
-            texts = {}
             for length, count in counts.items():
                 text_steps = []
                 for (start, end, _, obis, unit), field in zip(
@@ -151,20 +152,13 @@ class DataItem:
     def _decode_values(self, data: bytes) -> tuple[MeterValue, ...]:
         """:meth:`decode` as a tuple; same values, same errors, less work per call."""
         counts, steps, texts = self._plan
-        count = counts.get(len(data))
-        if texts is not None and count is not None:
+        text_steps = texts.get(len(data))
+        if text_steps is not None:
             text = data[::-1].hex()
             if text.isdigit():
                 # Decimal("230.93") is exactly what Bcd.decode builds as 23093 × 10⁻²
-                if _meter_value is not _fast_meter_value:
-                    return tuple(
-                        [
-                            _meter_value(obis, Decimal(text[a:b] + point + text[b:c]), unit)
-                            for a, b, point, c, obis, unit in texts[len(data)]
-                        ]
-                    )
                 out = []
-                for a, b, point, c, obis, unit in texts[len(data)]:
+                for a, b, point, c, obis, unit in text_steps:
                     meter_value = _new(MeterValue)  # _fast_meter_value, inlined
                     fields = meter_value.__dict__
                     fields["obis"] = obis
@@ -172,6 +166,7 @@ class DataItem:
                     fields["unit"] = unit
                     out.append(meter_value)
                 return tuple(out)
+        count = counts.get(len(data))
         if count is None:
             if not (self.opaque_tail and len(data) > steps[-1][1]):
                 # a length error (or a field error before it): let decode_fields say which
@@ -213,7 +208,7 @@ class DataItem:
 _Step = tuple[int, int, Callable[[bytes], ScalarValue], str | None, str | None]
 # (digits from, decimal point at, "." or "", digits to, OBIS, unit) in the reversed hex text
 _TextStep = tuple[int, int, str, int, str, str | None]
-_Plan = tuple[dict[int, int], tuple[_Step, ...], dict[int, tuple[_TextStep, ...]] | None]
+_Plan = tuple[dict[int, int], tuple[_Step, ...], dict[int, tuple[_TextStep, ...]]]
 _new = object.__new__
 
 

@@ -345,8 +345,12 @@ def decode_frame(raw: bytes) -> Frame:
                 address = _from_wire.get(wire)
                 if address is None:
                     address = address_from_wire(wire)
-                data = body[HEADER_SIZE:].translate(_REMOVE_TABLE)
-                return _frame(address, _CONTROLS[body[8]], data)
+                frame: Frame = _new(Frame)  # _frame(), inlined
+                fields = frame.__dict__
+                fields["address"] = address
+                fields["control"] = _CONTROLS[body[8]]
+                fields["data"] = body[HEADER_SIZE:].translate(_REMOVE_TABLE)
+                return frame
     if start == len(raw):
         raise MalformedFrameError("no frame: only FE preamble bytes or nothing at all")
     parsed = parse_frame_at(raw, start)

@@ -36,7 +36,7 @@ from shared_protocol.dlt645.frame import (
     Control,
     Frame,
     _checked_frame,
-    _frame,
+    _normalized,
     address_from_wire,
     address_to_wire,
     normalize_address,
@@ -92,6 +92,9 @@ _WRITE_ADDRESS = {V2007: 0x15, V1997: 0x0A}
 _CHANGE_BAUD = {V2007: 0x17, V1997: 0x0C}
 _DI_SIZE = {V2007: 4, V1997: 2}
 _TABLE_2007 = DATA_ITEMS[V2007]
+_READ_REQUEST_2007 = _CONTROLS[0x11]  # the shared instances decode_frame hands out
+_READ_REPLY_2007 = _CONTROLS[0x91]
+_new = object.__new__
 
 
 def di_bytes(di: int, standard: Standard = V2007) -> bytes:
@@ -143,9 +146,19 @@ def _request(address: str, function: int, data: bytes = b"") -> Frame:
 
 def read_request(address: str, di: int, standard: Standard = V2007) -> Frame:
     """Read one DI (C=11H; 1997: C=01H)."""
-    if standard is V2007:
-        data = di_bytes(di)
-        return _frame(normalize_address(address), _CONTROLS[0x11], data)  # 4-byte data
+    if standard is V2007 and 0 <= di <= 0xFFFFFFFF:
+        # the common case, inlined: a valid DI, so only the address can still be refused
+        data = di.to_bytes(4, "little")
+        try:
+            normal = _normalized[address]
+        except (KeyError, TypeError):
+            normal = normalize_address(address)
+        frame: Frame = _new(Frame)  # frame._frame(), inlined: both fields are valid
+        fields = frame.__dict__
+        fields["address"] = normal
+        fields["control"] = _READ_REQUEST_2007
+        fields["data"] = data
+        return frame
     return _request(address, _READ[standard], di_bytes(di, standard))
 
 
@@ -329,7 +342,13 @@ def read_response(
 ) -> Frame:
     """Normal read reply (91H, B1H when ``more`` parts follow; 1997: 81H/A1H): DI + data."""
     if more is False and standard is V2007:
-        control = _CONTROLS[0x91]
+        try:
+            normal = _normalized[address]
+        except (KeyError, TypeError):
+            normal = normalize_address(address)
+        if 0 <= di <= 0xFFFFFFFF:
+            return _checked_frame(normal, _READ_REPLY_2007, di.to_bytes(4, "little") + data)
+        control = _READ_REPLY_2007
     else:
         control = Control(_READ[standard], response=True, follow_up=more)
     return _checked_frame(normalize_address(address), control, di_bytes(di, standard) + data)
@@ -368,7 +387,6 @@ def abnormal_response(address: str, function: int, error_bits: int) -> Frame:
 
 
 _ONLY_1997 = frozenset({0x01, 0x02, 0x04, 0x0A, 0x0C, 0x0F, 0x10})
-_new = object.__new__
 
 
 def detect_standard(frame: Frame) -> Standard:
@@ -412,8 +430,25 @@ def decode_read_response(frame: Frame, standard: Standard | None = None) -> Read
     Raises :class:`~shared_protocol.errors.UnsupportedError` for a DI not in our table,
     :class:`~shared_protocol.errors.MalformedFrameError` when the reply does not fit it.
     """
-    standard = standard or detect_standard(frame)
     control = frame.control
+    if control is _READ_REPLY_2007 and (standard is None or standard is V2007):
+        # The common case (a decoded 2007 reply, 91H, one known DI), in one pass; any
+        # surprise falls through to the general code below, which explains it.
+        data = frame.data
+        if len(data) >= 4:
+            di = int.from_bytes(data[:4], "little")
+            item = _TABLE_2007.get(di)
+            if item is not None:
+                body = data[4:]
+                response: ReadResponse = _new(ReadResponse)  # _read_response(), inlined
+                fields = response.__dict__
+                fields["di"] = di
+                fields["values"] = item._decode_values(body)
+                fields["data"] = body
+                fields["more"] = False
+                fields["seq"] = None
+                return response
+    standard = standard or detect_standard(frame)
     function = control.function
     if standard is V2007:
         read, read_follow_up, size, table = 0x11, 0x12, 4, _TABLE_2007
@@ -467,8 +502,21 @@ def _plain_read_request(di: int) -> ReadRequest:
 
 
 def decode_read_request(frame: Frame, standard: Standard | None = None) -> ReadRequest:
-    standard = standard or detect_standard(frame)
     control = frame.control
+    if (
+        control is _READ_REQUEST_2007
+        and len(frame.data) == 4
+        and (standard is None or standard is V2007)
+    ):
+        # the common case, a plain 2007 read of one DI: _plain_read_request(), inlined
+        request: ReadRequest = _new(ReadRequest)
+        fields = request.__dict__
+        fields["di"] = int.from_bytes(frame.data, "little")
+        fields["count"] = None
+        fields["start"] = None
+        fields["seq"] = None
+        return request
+    standard = standard or detect_standard(frame)
     function = control.function
     if standard is V2007:
         read, read_follow_up, size = 0x11, 0x12, 4
