@@ -19,6 +19,7 @@ snapshot is taken, see :mod:`firmware_sim.truth`).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
@@ -251,6 +252,7 @@ class TransformerArea:
         self.truth: list[TruthSnapshot] = []
         self._next_midnight = self._midnight_after(self._t)
         self._devices: dict[str, Device] | None = None
+        self.lock = threading.RLock()  # shared by every responder of the area
 
     # ------------------------------------------------------------ time
 
@@ -267,6 +269,10 @@ class TransformerArea:
     def advance(self, until: datetime | int) -> None:
         """Bring every meter to ``until`` (aware UTC or µs), in step."""
         end = until if isinstance(until, int) else to_us(until)
+        with self.lock:
+            self._advance(end)
+
+    def _advance(self, end: int) -> None:
         while self._t < end:
             stop = min(end, self._next_midnight)
             for meter in self.meters.values():
@@ -341,19 +347,28 @@ class TransformerArea:
             devices: dict[str, Device] = {}
             for account, meter in self.meters.items():
                 devices[account] = self._device(self.households[account], meter)
-            devices["supply"] = Dlt698Responder(self.supply, self.clock, sync=self.advance)
+            devices["supply"] = Dlt698Responder(
+                self.supply, self.clock, sync=self.advance, lock=self.lock
+            )
             self._devices = devices
         return self._devices
 
     def _device(self, spec: HouseholdSpec, meter: Meter) -> Device:
         if spec.protocol == "dlt698.45":
-            return Dlt698Responder(meter, self.clock, sync=self.advance)
+            return Dlt698Responder(meter, self.clock, sync=self.advance, lock=self.lock)
         if spec.protocol == "modbus-rtu":
             return ModbusResponder(
-                meter, self.clock, unit_id=spec.unit_id, model=spec.modbus_model, sync=self.advance
+                meter,
+                self.clock,
+                unit_id=spec.unit_id,
+                model=spec.modbus_model,
+                sync=self.advance,
+                lock=self.lock,
             )
         standard = Standard.DLT645_1997 if spec.protocol == "dlt645-1997" else Standard.DLT645_2007
-        return Dlt645Responder(meter, self.clock, standard=standard, sync=self.advance)
+        return Dlt645Responder(
+            meter, self.clock, standard=standard, sync=self.advance, lock=self.lock
+        )
 
 
 def _net(load: Load, start: int, stop: int) -> int:

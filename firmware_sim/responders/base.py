@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 from firmware_sim.clock import SimClock
@@ -27,14 +28,24 @@ class Responder:
         clock: SimClock | None = None,
         *,
         sync: Callable[[int], None] | None = None,
+        lock: threading.RLock | None = None,
     ) -> None:
         self.meter = meter
         self.clock = clock
         self._sync = sync or meter.advance
+        self._lock = lock or threading.RLock()
 
     @property
     def device_id(self) -> str:
         return self.meter.address
+
+    def respond(self, request: bytes) -> bytes | None:
+        """One request frame in, the reply frame (or None for silence) out."""
+        with self._lock:
+            return self._respond(request)
+
+    def _respond(self, request: bytes) -> bytes | None:
+        raise NotImplementedError
 
     def _bring_up_to_date(self) -> None:
         if self.clock is not None:

@@ -15,6 +15,7 @@ rely on: vectors 645-072 … 645-099).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import date, datetime, time
 from decimal import ROUND_DOWN, Decimal
@@ -99,9 +100,10 @@ class Dlt645Responder(Responder):
         *,
         standard: Standard = V2007,
         sync: Callable[[int], None] | None = None,
+        lock: threading.RLock | None = None,
         max_data: int = MAX_DATA_LENGTH,
     ) -> None:
-        super().__init__(meter, clock, sync=sync)
+        super().__init__(meter, clock, sync=sync, lock=lock)
         self.standard = standard
         self.protocol = standard.protocol
         self.max_data = max_data
@@ -109,7 +111,7 @@ class Dlt645Responder(Responder):
 
     # ------------------------------------------------------------ Device
 
-    def respond(self, request: bytes) -> bytes | None:
+    def _respond(self, request: bytes) -> bytes | None:
         try:
             frame = decode_frame(request)
         except ProtocolError:

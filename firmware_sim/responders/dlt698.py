@@ -22,6 +22,7 @@ checks against the meter's key (the simulated ESAM of :mod:`.esam`). DARs we giv
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -256,13 +257,14 @@ class Dlt698Responder(Responder):
         clock: SimClock | None = None,
         *,
         sync: Callable[[int], None] | None = None,
+        lock: threading.RLock | None = None,
     ) -> None:
-        super().__init__(meter, clock, sync=sync)
+        super().__init__(meter, clock, sync=sync, lock=lock)
         self._esam = SimulatedEsam(meter.security_key)
 
     # ------------------------------------------------------------ Device
 
-    def respond(self, request: bytes) -> bytes | None:
+    def _respond(self, request: bytes) -> bytes | None:
         try:
             frame = decode_frame(request)
             apdu = decode_apdu(frame.apdu) if not frame.control.fragmented else None

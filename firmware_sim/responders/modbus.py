@@ -10,6 +10,7 @@ anything else — an unmapped address, half a float, the wrong register bank —
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -86,8 +87,9 @@ class ModbusResponder(Responder):
         unit_id: int = 1,
         model: str = "sdm120",
         sync: Callable[[int], None] | None = None,
+        lock: threading.RLock | None = None,
     ) -> None:
-        super().__init__(meter, clock, sync=sync)
+        super().__init__(meter, clock, sync=sync, lock=lock)
         if not 1 <= unit_id <= 247:
             raise ValueError(f"a Modbus unit id is 1..247, got {unit_id}")
         self.unit_id = unit_id
@@ -97,7 +99,7 @@ class ModbusResponder(Responder):
     def device_id(self) -> str:
         return f"modbus:{self.unit_id}"
 
-    def respond(self, request: bytes) -> bytes | None:
+    def _respond(self, request: bytes) -> bytes | None:
         try:
             frame = decode_frame(request, Direction.REQUEST)
         except ProtocolError:
