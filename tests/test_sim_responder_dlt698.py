@@ -13,7 +13,7 @@ import pytest
 
 from firmware_sim.device import Device
 from firmware_sim.load import CustomerClass, LoadProfile
-from firmware_sim.meter import Meter, RelayState, kwh
+from firmware_sim.meter import FaultKind, Meter, MeterFault, RelayState, kwh
 from firmware_sim.responders import Dlt698Responder, SimulatedEsam
 from shared_protocol import dlt698
 from shared_protocol.dlt698 import (
@@ -274,3 +274,20 @@ def test_energy_matches_decimal_exactly() -> None:
     reply = exchange(Dlt698Responder(meter), dlt698.GetRequestNormal(1, OAD(0x0010, 2, 1)))
     (value,) = dlt698.apdu_values(reply)
     assert value.value == meter.snapshot().import_kwh() and isinstance(value.value, Decimal)
+
+
+def test_power_down_event_records_by_last_n() -> None:
+    meter = make_meter(days=1)
+    for hours in (1, 3):
+        meter.apply_fault(MeterFault(meter.now, FaultKind.POWER_DOWN))
+        meter.advance(meter.now + timedelta(hours=hours))
+        meter.apply_fault(MeterFault(meter.now, FaultKind.POWER_UP))
+    responder = Dlt698Responder(meter)
+    latest = record(responder, 0x3011, RSD.last(1))
+    assert latest.rows is not None
+    number, start, end = latest.rows[0]
+    assert number == Data(DataType.DOUBLE_LONG_UNSIGNED, 2)
+    assert isinstance(start.value, DateTimeS) and isinstance(end.value, DateTimeS)
+    assert end.value.to_datetime() - start.value.to_datetime() == timedelta(hours=3)
+    assert record(responder, 0x3011, RSD.last(3)).rows == ()
+    assert record(responder, 0x301B, RSD.last(1)).rows == ()

@@ -28,7 +28,15 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from firmware_sim.clock import SimClock
-from firmware_sim.meter import UJ_PER_KWH, CurvePoint, FreezeRecord, Meter, RelayResult, Snapshot
+from firmware_sim.meter import (
+    UJ_PER_KWH,
+    CurvePoint,
+    EventKind,
+    FreezeRecord,
+    Meter,
+    RelayResult,
+    Snapshot,
+)
 from firmware_sim.responders.base import Responder
 from firmware_sim.responders.esam import SimulatedEsam
 from shared_protocol.dlt698 import (
@@ -196,7 +204,8 @@ def _attribute(meter: Meter, oad: OAD) -> Data | int:
     getter = simple.get((oi, attribute))
     if getter is not None:
         return getter(meter)
-    if oi in {key[0] for key in simple} or oi in (0x5002, 0x5004, 0x5006, 0x8000, 0x8001):
+    records = (0x5002, 0x5004, 0x5006, 0x3011, 0x301B, 0x8000, 0x8001)
+    if oi in {key[0] for key in simple} or oi in records:
         return DAR_UNDEFINED
     return DAR_NO_OBJECT
 
@@ -416,6 +425,8 @@ class Dlt698Responder(Responder):
             source, default = list(meter.monthly), _DEFAULT_FREEZE_COLUMNS
         elif (oad.oi, oad.attribute) == (0x5002, 2):
             source, default = list(meter.curve), _DEFAULT_CURVE_COLUMNS
+        elif (oad.oi, oad.attribute) in _EVENT_TABLES:
+            return self._event_records(request)
         else:
             rcsd = request.rcsd
             return RecordResult(oad, rcsd, dar=_attribute_dar(meter, oad))
@@ -437,6 +448,41 @@ class Dlt698Responder(Responder):
                     cells.append(_curve_cell(record, column, meter))
             rows.append(tuple(cells))
         return RecordResult(oad, rcsd, rows=tuple(rows))
+
+    def _event_records(self, request: GetRequestRecord) -> RecordResult:
+        """3011 power-down / 301B cover-open records: RSD 9 only ("last n", 1 = latest)."""
+        oad = request.oad
+        kind = _EVENT_TABLES[(oad.oi, oad.attribute)]
+        rcsd = request.rcsd if request.rcsd.columns else RCSD.of(*_EVENT_COLUMNS)
+        columns = [c.column for c in rcsd.columns]
+        if request.rsd.selector != 9 or not all(isinstance(c, OAD) for c in columns):
+            return RecordResult(oad, rcsd, dar=DAR_OTHER)
+        (n,) = request.rsd.fields
+        records = self.meter.events[kind]
+        count = self.meter.event_counts[kind]
+        if not isinstance(n, int) or not 1 <= n <= len(records):
+            return RecordResult(oad, rcsd, rows=())
+        event = records[n - 1]
+        cells = []
+        for column in columns:
+            assert isinstance(column, OAD)
+            if column.oi == 0x2022:
+                cells.append(_u32(count - n + 1))
+            elif column.oi == 0x201E:
+                cells.append(Data(DataType.DATE_TIME_S, DateTimeS.from_datetime(event.start)))
+            elif column.oi == 0x2020 and event.end is not None:
+                cells.append(Data(DataType.DATE_TIME_S, DateTimeS.from_datetime(event.end)))
+            else:
+                cells.append(Data(DataType.NULL))
+        return RecordResult(oad, rcsd, rows=(tuple(cells),))
+
+
+# event record tables and their columns: 2022 record number, 201E start, 2020 end
+_EVENT_TABLES: dict[tuple[int, int], EventKind] = {
+    (0x3011, 2): EventKind.POWER_DOWN,
+    (0x301B, 2): EventKind.COVER_OPEN,
+}
+_EVENT_COLUMNS = (OAD(0x2022, 2), OAD(0x201E, 2), OAD(0x2020, 2))
 
 
 def _attribute_dar(meter: Meter, oad: OAD) -> int:
