@@ -216,7 +216,9 @@ class GetResult:
 
     def to_bytes(self) -> bytes:
         if self.data is not None:
-            return self.oad.to_bytes() + b"\x01" + encode_data(self.data)
+            out = [self.oad.to_bytes(), b"\x01"]
+            encode_data_into(self.data, out)
+            return b"".join(out)
         assert self.dar is not None
         return self.oad.to_bytes() + bytes([0, self.dar])
 
@@ -1118,12 +1120,21 @@ def _with_tails(apdu: Apdu, r: Reader) -> Apdu:
 def decode_apdu(raw: bytes) -> Apdu:
     """One APDU filling ``raw``. Tails that are absent altogether are accepted (some
     devices omit them) but re-encode as explicit ``00``. [U]"""
-    r = Reader(bytes(raw))
+    buf = bytes(raw)
+    r = Reader(buf)
     try:
-        tag = r.u8()
+        if not buf:
+            r.take(1)  # raises the truncation error
+        tag = buf[0]
         choice: int | None = None
         if tag in _CHOICE_TAGS:
-            choice = r.u8()
+            if len(buf) < 2:
+                r.pos = 1
+                r.take(1)  # raises the truncation error
+            choice = buf[1]
+            r.pos = 2
+        else:
+            r.pos = 1
         cls = SERVICES.get((tag, choice))
         if cls is None:
             name = SERVICE_NAMES.get(tag, f"unknown APDU tag 0x{tag:02X}")

@@ -174,7 +174,12 @@ class Reader:
         return self.take(self.length())
 
     def optional(self) -> bool:
-        flag = self.u8()
+        pos = self.pos
+        buf = self.buf
+        if pos >= len(buf):
+            self.take(1)  # raises the truncation error
+        flag = buf[pos]
+        self.pos = pos + 1
         if flag > 1:
             raise MalformedFrameError(f"OPTIONAL flag 0x{flag:02X} is neither 00 nor 01")
         return flag == 1
@@ -1264,12 +1269,26 @@ def _composite_decoder(t: DataType) -> _TagDecoder:
             buf = r.buf
             size = len(buf)
             decoders = _TAG_DECODERS
+            integers = _FIXED_INTEGERS
             for _ in range(n):
                 pos = r.pos
                 if pos >= size:
                     r.take(1)  # raises the truncation error
                 tag = buf[pos]
                 r.pos = pos + 1
+                fixed = integers[tag]
+                if fixed is not None:  # an integer element: its decoder, inlined
+                    element_type, unpack_from, width = fixed
+                    pos += 1
+                    if pos + width > size:
+                        r.take(width)  # raises the truncation error
+                    r.pos = pos + width
+                    d = _new(Data)
+                    fields = d.__dict__
+                    fields["type"] = element_type
+                    fields["value"] = unpack_from(buf, pos)[0]
+                    items.append(d)
+                    continue
                 element = decoders[tag]
                 if element is None:
                     raise UnsupportedError(f"unknown Data type tag 0x{tag:02X}")
@@ -1300,6 +1319,11 @@ def _body_decoder(t: DataType, read: Callable[[Reader, int], DataValue]) -> _Tag
 
 
 _NULL: Final = DataType.NULL
+
+# Tag byte → (type, unpack_from, size) for the integer tags, else None.
+_FIXED_INTEGERS: Final[list[tuple[DataType, Callable[..., tuple[int]], int] | None]] = [None] * 256
+for _t, (_fmt, _, _) in _INTEGERS.items():
+    _FIXED_INTEGERS[_t] = (_t, struct.Struct(_fmt).unpack_from, struct.calcsize(_fmt))
 
 # Tag byte → decoder of the body after it; ``None`` for tags that are not Data types.
 _TAG_DECODERS: Final[list[_TagDecoder | None]] = [None] * 256
