@@ -1,0 +1,292 @@
+"""One RS-485 line as the bus master sees it: bytes out, parser events in, with deadlines.
+
+:class:`Line` wraps pyserial's ``serial_for_url`` so one class serves a device path
+(``/dev/ttyUSB0``), a pty from the simulator, an RS-485-to-Ethernet converter
+(``socket://host:port``) and ``rfc2217://``. The port is opened non-blocking
+(``timeout=0``) and waits happen in ``select`` on the port's file descriptor: changing
+``Serial.timeout`` per read would re-apply termios on every call (a syscall, and on some
+ptys an EINVAL), and a fixed poll interval would add its period to every reply.
+
+Exceptions::
+
+    OSError
+     └── LineError       the port cannot be opened, read or written (pyserial's
+                         SerialException and OSError are translated here, at one boundary)
+
+Only a :class:`LineError` means "reopen the port". A silent meter is a ``None`` from
+:meth:`Line.read_event`, never an error: a port is never closed because one meter is quiet
+(pymodbus #2431, ``../shared/reference/edge.md`` b.7).
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+import serial
+import serial.rs485
+
+from edge_agent.config import BusConfig
+from shared_protocol.stream import NEED_DATA, Discarded
+
+__all__ = ["Line", "LineError", "LineEvent", "StreamParserLike"]
+
+logger = logging.getLogger(__name__)
+
+_READ_CHUNK: Final = 4096
+# Without a file descriptor (rfc2217://) we poll; 2 ms is below one character at 4800 baud.
+_POLL_INTERVAL: Final = 0.002
+_PARITY: Final = {"E": serial.PARITY_EVEN, "N": serial.PARITY_NONE, "O": serial.PARITY_ODD}
+_STOP_BITS: Final = {1: serial.STOPBITS_ONE, 2: serial.STOPBITS_TWO}
+
+
+class LineError(OSError):
+    """The port failed (open, read or write): the master reopens it with backoff."""
+
+
+class StreamParserLike(Protocol):
+    """What the line needs of a protocol's stream parser (645, 698 and Modbus all fit)."""
+
+    def receive_data(self, data: bytes) -> None: ...
+
+    def next_event(self) -> Any: ...
+
+    @property
+    def buffered(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class LineEvent:
+    """A frame (or a ``Discarded`` run of bytes) and when its last byte arrived."""
+
+    event: object
+    at: float  # time.monotonic()
+    first_byte_at: float  # when the first byte of the read window arrived
+    # an inter-byte gap ended a partial frame: the caller starts a fresh parser
+    parser_spent: bool = False
+
+
+class Line:
+    """A serial line from a pyserial URL, opened with the bus's character format.
+
+    ``on_bytes(direction, data)`` is called with every byte run sent (``"tx"``) and
+    received (``"rx"``) so the master can count and trace them.
+    """
+
+    def __init__(
+        self,
+        config: BusConfig,
+        *,
+        on_bytes: Callable[[str, bytes], None] | None = None,
+        open_port: Callable[..., Any] = serial.serial_for_url,
+    ) -> None:
+        self.config = config
+        self._open_port = open_port
+        self._port: Any = None
+        self._fd: int | None = None
+        self._on_bytes = on_bytes or (lambda direction, data: None)
+        self.rs485_unsupported = 0  # times kernel RS-485 mode was asked for and refused
+        self.echo_pending = b""
+
+    # ------------------------------------------------------------ open / close
+
+    @property
+    def is_open(self) -> bool:
+        return self._port is not None
+
+    def open(self) -> None:
+        config = self.config
+        try:
+            port = self._open_port(
+                config.port,
+                baudrate=config.baud,
+                parity=_PARITY[config.parity],
+                bytesize=config.data_bits,
+                stopbits=_STOP_BITS[config.stop_bits],
+                timeout=0,
+                write_timeout=5.0,
+                exclusive=True,
+            )
+        except TypeError:
+            # URL handlers (socket://, rfc2217://) do not take ``exclusive``
+            try:
+                port = self._open_port(
+                    config.port,
+                    baudrate=config.baud,
+                    parity=_PARITY[config.parity],
+                    bytesize=config.data_bits,
+                    stopbits=_STOP_BITS[config.stop_bits],
+                    timeout=0,
+                    write_timeout=5.0,
+                )
+            except (serial.SerialException, OSError, ValueError) as exc:
+                raise LineError(f"bus {config.name}: cannot open {config.port}: {exc}") from exc
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise LineError(f"bus {config.name}: cannot open {config.port}: {exc}") from exc
+        self._port = port
+        try:
+            self._fd = port.fileno()
+        except (AttributeError, NotImplementedError, OSError, serial.SerialException):
+            self._fd = None
+        if config.rs485_kernel_mode:
+            self._enable_rs485(port)
+
+    def _enable_rs485(self, port: Any) -> None:
+        """Kernel RS-485 mode (TIOCSRS485) drives DE from the UART, with exact timing.
+
+        A pty, a socket or an adapter without it refuses; we count that and go on, since
+        many USB adapters switch direction in hardware anyway.
+        """
+        try:
+            port.rs485_mode = serial.rs485.RS485Settings(
+                rts_level_for_tx=True,
+                rts_level_for_rx=False,
+                delay_before_tx=0.0,
+                delay_before_rx=0.0,
+            )
+        except (AttributeError, NotImplementedError, ValueError, OSError, serial.SerialException):
+            self.rs485_unsupported += 1
+            logger.warning(
+                "bus %s: %s does not support kernel RS-485 mode; using it as a plain port",
+                self.config.name,
+                self.config.port,
+            )
+
+    def close(self) -> None:
+        port, self._port, self._fd = self._port, None, None
+        if port is not None:
+            try:
+                port.close()
+            except (serial.SerialException, OSError):
+                pass
+
+    # ------------------------------------------------------------ bytes
+
+    def write(self, data: bytes) -> float:
+        """Send ``data``; returns when its last bit should have left the wire (monotonic)."""
+        port = self._require()
+        try:
+            port.write(data)
+        except (serial.SerialException, OSError) as exc:
+            raise LineError(f"bus {self.config.name}: write failed: {exc}") from exc
+        self._on_bytes("tx", data)
+        if self.config.echo:
+            self.echo_pending = data
+        return time.monotonic() + len(data) * self.config.char_time_ms / 1000
+
+    def flush_input(self) -> bytes:
+        """Drop whatever is waiting (a late reply, noise) before we send; returns it."""
+        stale = bytearray()
+        while True:
+            chunk = self._read_now()
+            if not chunk:
+                break
+            stale += chunk
+        self.echo_pending = b""
+        return bytes(stale)
+
+    def read_event(
+        self, parser: StreamParserLike, deadline: float, inter_byte_timeout: float
+    ) -> LineEvent | None:
+        """The next parser event (a frame or ``Discarded``) before ``deadline``, else None.
+
+        Once bytes of a frame are in, a gap longer than ``inter_byte_timeout`` ends it: the
+        partial frame is handed back as ``Discarded`` (a truncated reply) instead of waiting
+        for bytes that will never come.
+        """
+        first_byte_at = 0.0
+        last_byte_at = 0.0
+        while True:
+            event = parser.next_event()
+            if event is not NEED_DATA:
+                return LineEvent(event, time.monotonic(), first_byte_at)
+            now = time.monotonic()
+            wait_until = deadline
+            if parser.buffered and last_byte_at:
+                gap_end = last_byte_at + inter_byte_timeout
+                if now >= gap_end:
+                    return self._cut(parser, now, first_byte_at)
+                wait_until = min(deadline, gap_end)
+            if now >= deadline:
+                if parser.buffered and last_byte_at:
+                    return self._cut(parser, now, first_byte_at)
+                return None
+            data = self._read_wait(wait_until - now)
+            if data:
+                arrived = time.monotonic()
+                first_byte_at = first_byte_at or arrived
+                last_byte_at = arrived
+                data = self._strip_echo(data)
+                if data:
+                    parser.receive_data(data)
+
+    # ------------------------------------------------------------ internals
+
+    def _cut(self, parser: StreamParserLike, now: float, first_byte_at: float) -> LineEvent:
+        """End a partial frame after an inter-byte gap."""
+        line_idle = getattr(parser, "line_idle", None)
+        if callable(line_idle):  # Modbus: t3.5 ends a frame; the parser flushes it itself
+            line_idle()
+            event = parser.next_event()
+            if event is not NEED_DATA:
+                return LineEvent(event, now, first_byte_at)
+        reason = "inter-byte timeout: the frame stopped part way"
+        return LineEvent(Discarded(b"", reason), now, first_byte_at, parser_spent=True)
+
+    def _strip_echo(self, data: bytes) -> bytes:
+        """Half-duplex adapters hand our own bytes back; drop them where they match."""
+        pending = self.echo_pending
+        if not pending:
+            return data
+        common = 0
+        limit = min(len(pending), len(data))
+        while common < limit and pending[common] == data[common]:
+            common += 1
+        if common == limit:
+            self.echo_pending = pending[common:]
+            self._on_bytes("echo", data[:common])
+            return data[common:]
+        # not our echo after all: the line carries something else; stop stripping
+        self.echo_pending = b""
+        return data
+
+    def _require(self) -> Any:
+        if self._port is None:
+            raise LineError(f"bus {self.config.name}: the port is not open")
+        return self._port
+
+    def _read_now(self) -> bytes:
+        port = self._require()
+        try:
+            data = bytes(port.read(_READ_CHUNK))
+        except (serial.SerialException, OSError) as exc:
+            raise LineError(f"bus {self.config.name}: read failed: {exc}") from exc
+        if data:
+            self._on_bytes("rx", data)
+        return data
+
+    def _read_wait(self, timeout: float) -> bytes:
+        """Bytes that arrive within ``timeout`` seconds (whatever came first), else b""."""
+        timeout = max(timeout, 0.0)
+        if self._fd is not None:
+            try:
+                ready, _, _ = select.select([self._fd], [], [], timeout)
+            except (OSError, ValueError) as exc:
+                raise LineError(f"bus {self.config.name}: select failed: {exc}") from exc
+            if not ready:
+                return b""
+            data = self._read_now()
+            if not data:
+                # readable with nothing to read: the peer hung up (TCP) or the device went away
+                raise LineError(f"bus {self.config.name}: {self.config.port} closed")
+            return data
+        end = time.monotonic() + timeout
+        while True:
+            data = self._read_now()
+            if data or time.monotonic() >= end:
+                return data
+            time.sleep(_POLL_INTERVAL)

@@ -1,0 +1,604 @@
+"""The bus master: the one owner of an RS-485 line, and the queue every meter read waits in.
+
+One :class:`BusMaster` per line runs one worker thread that does all the line's blocking
+I/O; everybody else hands it :class:`Transaction` s through :meth:`BusMaster.submit` and
+gets a :class:`concurrent.futures.Future` of a :class:`TransactionResult`. A thread (not
+asyncio) because pyserial's URL handlers (``socket://``, ``rfc2217://``) are blocking
+objects, the line is strictly one request at a time anyway, and a thread sleeping in
+``select`` costs nothing between frames; the rest of the agent may be asyncio and wraps
+the future (``asyncio.wrap_future``).
+
+What happens to one transaction, in order:
+
+1. **Queue**: priority classes ``ON_DEMAND`` > ``SCHEDULED`` > ``BACKFILL``, FIFO within one.
+2. **Quarantine**: a meter that failed ``quarantine_after`` times in a row is probed at
+   most once per probe period (doubling up to ``max_probe_interval``); in between its
+   transactions end at once as ``QUARANTINED`` without touching the line. The first
+   answer ends the quarantine. So a dead meter costs at most one timeout per period.
+3. **Silence**: wait until the line has been quiet for ``pre_send_silence_ms`` after our
+   last frame and ``turnaround_ms`` after the last received byte (pymodbus enforces
+   neither; ``../shared/reference/edge.md`` D4.2).
+4. **Stale flush**: bytes still waiting (a late reply, noise) are dropped and counted.
+5. **Send**, then read frames until one matches (:mod:`edge_agent.bus.framing`) or the
+   adaptive deadline passes; wrong-address and stale replies are counted and skipped;
+   our own echo is stripped when the bus has ``echo = true``.
+6. **Retry** (bounded by ``retries``): after a garbled reply always; after silence only
+   when the meter is in good standing (answered before, last transaction fine). A meter
+   that is already suspect gets one attempt — retrying a dead meter is what makes
+   pymodbus-style masters spend retries × items on it.
+
+The port is closed only when the port itself fails (:class:`~edge_agent.bus.line.LineError`),
+then reopened with backoff; never because a meter is silent.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import IntEnum
+from typing import Any, Final
+
+from edge_agent.bus.framing import Match, Outcome, ReplyMatcher, Verdict, new_parser
+from edge_agent.bus.line import Line, LineError
+from edge_agent.config import BusConfig
+from shared_protocol.stream import Discarded
+
+__all__ = [
+    "BusCounters",
+    "BusMaster",
+    "MeterHealth",
+    "Priority",
+    "TimingPolicy",
+    "TraceEntry",
+    "Transaction",
+    "TransactionResult",
+]
+
+logger = logging.getLogger(__name__)
+
+_EWMA_ALPHA: Final = 0.2
+_CHECKSUM_WORDS: Final = ("checksum", "crc", "fcs", "hcs")
+
+
+class Priority(IntEnum):
+    """Queue classes; a lower value is served first."""
+
+    ON_DEMAND = 0  # a technician or central asked: answer now
+    SCHEDULED = 1  # today's tasks
+    BACKFILL = 2  # 补抄 of past days
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """One request and how to recognise its reply.
+
+    ``meter``: the archive key (quarantine and timeouts are per meter); ``""`` for a
+    broadcast. ``matcher`` ``None`` means nothing comes back (645 broadcast time sync).
+    ``reply_bytes``: the longest reply expected, so its wire time extends the deadline.
+    """
+
+    meter: str
+    request: bytes
+    matcher: ReplyMatcher | None
+    label: str = ""
+    reply_bytes: int = 64
+    retries: int | None = None  # None: the bus's configured retries
+
+
+@dataclass(frozen=True)
+class TransactionResult:
+    """How a transaction went; ``reply`` is the decoded reply when ``outcome`` has one."""
+
+    transaction: Transaction
+    outcome: Outcome
+    reply: object = None
+    detail: str = ""
+    code: int | None = None  # 645 error bits, 698 DAR, Modbus exception code
+    attempts: int = 0
+    tx_hex: tuple[str, ...] = ()  # one per attempt
+    rx_hex: str = ""  # every byte received while the transaction was on the line
+    started_at: datetime | None = None  # when it reached the line (UTC)
+    queued_s: float = 0.0
+    duration_s: float = 0.0
+    latency_s: float | None = None  # end of our frame → first reply byte
+    wrong_address: int = 0
+    noise_bytes: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.OK
+
+    @property
+    def answered(self) -> bool:
+        """The meter answered (even if it refused): it is alive."""
+        return self.outcome in (Outcome.OK, Outcome.ABNORMAL, Outcome.DAR, Outcome.EXCEPTION)
+
+
+@dataclass
+class BusCounters:
+    """Per-bus counters for ``edge-agent bus stats`` (monotonic since start)."""
+
+    transactions: int = 0
+    tx_frames: int = 0
+    rx_frames: int = 0
+    tx_bytes: int = 0
+    rx_bytes: int = 0
+    timeouts: int = 0
+    retries: int = 0
+    checksum_errors: int = 0
+    bad_frames: int = 0  # all Discarded runs (checksum errors included)
+    noise_bytes: int = 0
+    wrong_address: int = 0
+    stale_replies: int = 0
+    stale_flushed_bytes: int = 0
+    echo_bytes: int = 0
+    abnormal_replies: int = 0
+    quarantine_skips: int = 0
+    quarantined_meters: int = 0  # now
+    io_errors: int = 0
+    reopens: int = 0
+    busy_s: float = 0.0  # time the line spent on transactions
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TraceEntry:
+    """One run of raw bytes on the line, for ``edge-agent bus trace``."""
+
+    direction: str  # "tx" | "rx"
+    hex: str
+    at: datetime  # UTC
+    monotonic: float
+    meter: str
+
+
+@dataclass(frozen=True)
+class TimingPolicy:
+    """Bounds of the adaptive per-meter response timeout and the quarantine rhythm.
+
+    The timeout for a meter is ``clamp(2 × (ewma + 3 × deviation), min, max)`` of its
+    observed response latency, plus the expected reply's wire time; a meter never heard
+    gets ``max`` (the bus's ``response_timeout_ms`` unless given). 200 ms / 2 s bound the
+    field figure (645 meters answer in 20-500 ms; edge.md D4.5).
+    """
+
+    min_response_timeout: float = 0.2
+    max_response_timeout: float | None = None
+    quarantine_after: int = 2  # consecutive failures (State Grid firmware: 2 per round)
+    probe_interval: float = 300.0
+    max_probe_interval: float = 3600.0
+    reopen_backoff: float = 0.1
+    max_reopen_backoff: float = 30.0
+
+
+@dataclass
+class MeterHealth:
+    """What the master knows about one meter's behaviour on the line."""
+
+    answered: int = 0
+    failures: int = 0  # consecutive
+    quarantined: bool = False
+    next_probe: float = 0.0
+    probe_interval: float = 0.0
+    latency_ewma: float | None = None
+    latency_dev: float = 0.0
+    last_ok: datetime | None = None
+
+    def timeout(self, policy: TimingPolicy, ceiling: float) -> float:
+        if self.latency_ewma is None:
+            return ceiling
+        estimate = 2 * (self.latency_ewma + 3 * self.latency_dev)
+        return min(max(estimate, policy.min_response_timeout), ceiling)
+
+    def observe(self, latency: float) -> None:
+        if self.latency_ewma is None:
+            self.latency_ewma, self.latency_dev = latency, latency / 2
+            return
+        error = latency - self.latency_ewma
+        self.latency_ewma += _EWMA_ALPHA * error
+        self.latency_dev += _EWMA_ALPHA * (abs(error) - self.latency_dev)
+
+
+@dataclass(order=True)
+class _Queued:
+    priority: int
+    sequence: int
+    transaction: Transaction = field(compare=False)
+    future: Future[TransactionResult] = field(compare=False)
+    queued_at: float = field(compare=False)
+
+
+class BusMaster:
+    """The single owner of one line; see the module docstring.
+
+    Usage::
+
+        master = BusMaster(bus_config)
+        master.start()
+        result = master.submit(transaction, Priority.SCHEDULED).result()
+        master.stop()
+    """
+
+    def __init__(
+        self,
+        config: BusConfig,
+        *,
+        policy: TimingPolicy | None = None,
+        trace_size: int = 256,
+        line: Line | None = None,
+    ) -> None:
+        self.config = config
+        self.policy = policy or TimingPolicy()
+        self.counters = BusCounters()
+        self._trace: deque[TraceEntry] = deque(maxlen=trace_size)
+        self._health: dict[str, MeterHealth] = {}
+        self._line = line or Line(config, on_bytes=self._on_bytes)
+        if line is not None:
+            line._on_bytes = self._on_bytes
+        self._queue: list[_Queued] = []
+        self._sequence = itertools.count()
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._quiet_until = 0.0
+        self._reopen_at = 0.0
+        self._reopen_backoff = self.policy.reopen_backoff
+        self._current_meter = ""
+        self._rx_log = bytearray()
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stopping = False
+        self._thread = threading.Thread(
+            target=self._run, name=f"bus-{self.config.name}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Finish the transaction on the line, cancel the queue, close the port."""
+        with self._wake:
+            self._stopping = True
+            pending, self._queue = self._queue, []
+            self._wake.notify_all()
+        for item in pending:
+            item.future.cancel()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self._line.close()
+
+    def __enter__(self) -> BusMaster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------ the API
+
+    def submit(
+        self, transaction: Transaction, priority: Priority = Priority.SCHEDULED
+    ) -> Future[TransactionResult]:
+        """Queue ``transaction``; the future resolves when it has been on the line."""
+        future: Future[TransactionResult] = Future()
+        item = _Queued(int(priority), next(self._sequence), transaction, future, time.monotonic())
+        with self._wake:
+            if self._stopping:
+                raise RuntimeError(f"bus {self.name} is stopped")
+            heapq.heappush(self._queue, item)
+            self._wake.notify()
+        return future
+
+    def transact(
+        self, transaction: Transaction, priority: Priority = Priority.SCHEDULED
+    ) -> TransactionResult:
+        """:meth:`submit` and wait (the drivers' way in)."""
+        return self.submit(transaction, priority).result()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    def health(self, meter: str) -> MeterHealth:
+        return self._health.setdefault(meter, MeterHealth())
+
+    def is_quarantined(self, meter: str) -> bool:
+        health = self._health.get(meter)
+        return bool(health and health.quarantined)
+
+    def release(self, meter: str) -> None:
+        """Forget a meter's quarantine (the archive changed it, a technician asked)."""
+        health = self._health.pop(meter, None)
+        if health and health.quarantined:
+            self.counters.quarantined_meters -= 1
+
+    def trace(self, meter: str | None = None) -> list[TraceEntry]:
+        """The recent raw frames, oldest first (only ``meter``'s when given)."""
+        entries = list(self._trace)
+        return [e for e in entries if meter is None or e.meter == meter]
+
+    def stats(self) -> dict[str, Any]:
+        out = self.counters.as_dict()
+        out["bus"] = self.name
+        out["queue_depth"] = self.queue_depth
+        out["rs485_mode_refused"] = self._line.rs485_unsupported
+        return out
+
+    # ------------------------------------------------------------ the worker
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue and not self._stopping:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                item = heapq.heappop(self._queue)
+            if not item.future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = self._serve(item)
+            except Exception as exc:  # a bug must not kill the line's only owner
+                logger.exception("bus %s: transaction %s failed", self.name, item.transaction)
+                item.future.set_exception(exc)
+                continue
+            item.future.set_result(result)
+
+    def _serve(self, item: _Queued) -> TransactionResult:
+        transaction = item.transaction
+        started = time.monotonic()
+        queued_s = started - item.queued_at
+        self.counters.transactions += 1
+        health = self.health(transaction.meter) if transaction.meter else None
+        if health is not None and health.quarantined and started < health.next_probe:
+            self.counters.quarantine_skips += 1
+            return TransactionResult(
+                transaction, Outcome.QUARANTINED, detail="quarantined", queued_s=queued_s
+            )
+        if not self._ensure_open():
+            return TransactionResult(
+                transaction, Outcome.IO_ERROR, detail="port not open", queued_s=queued_s
+            )
+        try:
+            result = self._attempts(transaction, health, queued_s)
+        except LineError as exc:
+            self._line_failed(exc)
+            result = TransactionResult(
+                transaction, Outcome.IO_ERROR, detail=str(exc), queued_s=queued_s
+            )
+        self.counters.busy_s += time.monotonic() - started
+        return result
+
+    def _attempts(
+        self, transaction: Transaction, health: MeterHealth | None, queued_s: float
+    ) -> TransactionResult:
+        config = self.config
+        retries = config.retries if transaction.retries is None else transaction.retries
+        good_standing = health is None or (
+            health.answered > 0 and health.failures == 0 and not health.quarantined
+        )
+        self._current_meter = transaction.meter
+        self._rx_log = bytearray()
+        started_at = datetime.now(UTC)
+        start = time.monotonic()
+        tx_hex: list[str] = []
+        wrong = noise = 0
+        attempt = 0
+        final: Match | None = None
+        latency: float | None = None
+        last_outcome = Outcome.TIMEOUT
+        while True:
+            attempt += 1
+            self._wait_quiet()
+            stale = self._line.flush_input()
+            if stale:
+                self.counters.stale_flushed_bytes += len(stale)
+            sent_end = self._line.write(transaction.request)
+            self.counters.tx_frames += 1
+            tx_hex.append(transaction.request.hex(" ").upper())
+            if transaction.matcher is None:
+                self._quiet_until = sent_end + config.pre_send_silence_ms / 1000
+                return TransactionResult(
+                    transaction,
+                    Outcome.SENT,
+                    attempts=attempt,
+                    tx_hex=tuple(tx_hex),
+                    started_at=started_at,
+                    queued_s=queued_s,
+                    duration_s=time.monotonic() - start,
+                )
+            match, first_byte, w, n = self._listen(transaction, health, sent_end)
+            wrong += w
+            noise += n
+            if match is not None and match.outcome is not Outcome.BAD_FRAME:
+                final = match
+                if first_byte:
+                    latency = max(first_byte - sent_end, 0.0)
+                break
+            last_outcome = Outcome.BAD_FRAME if (match is not None or n) else Outcome.TIMEOUT
+            if last_outcome is Outcome.TIMEOUT:
+                self.counters.timeouts += 1
+            may_retry = attempt <= retries and (last_outcome is Outcome.BAD_FRAME or good_standing)
+            if not may_retry:
+                break
+            self.counters.retries += 1
+        self._current_meter = ""
+        duration = time.monotonic() - start
+        common = {
+            "attempts": attempt,
+            "tx_hex": tuple(tx_hex),
+            "rx_hex": bytes(self._rx_log).hex(" ").upper(),
+            "started_at": started_at,
+            "queued_s": queued_s,
+            "duration_s": duration,
+            "wrong_address": wrong,
+            "noise_bytes": noise,
+        }
+        if final is None:
+            if health is not None:
+                self._failed(transaction.meter, health)
+            detail = "no reply" if last_outcome is Outcome.TIMEOUT else "only garbled replies"
+            return TransactionResult(transaction, last_outcome, detail=detail, **common)
+        if health is not None:
+            self._answered(health, latency)
+        if final.outcome is Outcome.ABNORMAL:
+            self.counters.abnormal_replies += 1
+        return TransactionResult(
+            transaction,
+            final.outcome,
+            reply=final.reply,
+            detail=final.detail,
+            code=final.code,
+            latency_s=latency,
+            **common,
+        )
+
+    def _listen(
+        self, transaction: Transaction, health: MeterHealth | None, sent_end: float
+    ) -> tuple[Match | None, float, int, int]:
+        """Read until the reply or the deadline: (match, first byte time, wrong, noise)."""
+        config = self.config
+        ceiling = self.policy.max_response_timeout or config.response_timeout_ms / 1000
+        timeout = health.timeout(self.policy, ceiling) if health is not None else ceiling
+        timeout += transaction.reply_bytes * config.char_time_ms / 1000
+        deadline = sent_end + timeout
+        inter_byte = max(config.inter_byte_timeout_ms / 1000, 2 * config.char_time_ms / 1000)
+        assert transaction.matcher is not None
+        matcher = transaction.matcher
+        parser = new_parser(matcher.family)
+        wrong = noise = 0
+        first_byte = 0.0
+        bad: Match | None = None
+        try:
+            while True:
+                read = self._line.read_event(parser, deadline, inter_byte)
+                if read is None:
+                    return bad, first_byte, wrong, noise
+                first_byte = first_byte or read.first_byte_at
+                event = read.event
+                if isinstance(event, Discarded):
+                    size = len(event.data) or parser.buffered
+                    noise += size
+                    self.counters.bad_frames += 1
+                    self.counters.noise_bytes += size
+                    if any(word in event.reason.lower() for word in _CHECKSUM_WORDS):
+                        self.counters.checksum_errors += 1
+                    if read.parser_spent:
+                        parser = new_parser(matcher.family)
+                    continue
+                self.counters.rx_frames += 1
+                match = matcher.classify(event)
+                if match.verdict is Verdict.REPLY:
+                    if match.outcome is Outcome.BAD_FRAME:
+                        self.counters.bad_frames += 1
+                        bad = match
+                        continue
+                    return match, first_byte, wrong, noise
+                if match.verdict is Verdict.WRONG_ADDRESS:
+                    wrong += 1
+                    self.counters.wrong_address += 1
+                elif match.verdict is Verdict.STALE:
+                    self.counters.stale_replies += 1
+        finally:
+            gap = max(config.turnaround_ms, config.pre_send_silence_ms) / 1000
+            self._quiet_until = time.monotonic() + gap
+
+    # ------------------------------------------------------------ meter health
+
+    def _answered(self, health: MeterHealth, latency: float | None) -> None:
+        health.answered += 1
+        health.failures = 0
+        health.last_ok = datetime.now(UTC)
+        if latency is not None:
+            health.observe(latency)
+        if health.quarantined:
+            health.quarantined = False
+            health.probe_interval = 0.0
+            self.counters.quarantined_meters -= 1
+
+    def _failed(self, meter: str, health: MeterHealth) -> None:
+        health.failures += 1
+        now = time.monotonic()
+        policy = self.policy
+        if health.quarantined:
+            health.probe_interval = min(health.probe_interval * 2, policy.max_probe_interval)
+            health.next_probe = now + health.probe_interval
+        elif health.failures >= policy.quarantine_after:
+            health.quarantined = True
+            health.probe_interval = policy.probe_interval
+            health.next_probe = now + health.probe_interval
+            self.counters.quarantined_meters += 1
+            logger.info(
+                "bus %s: meter %s quarantined after %d failures; probing every %.0f s",
+                self.name,
+                meter,
+                health.failures,
+                health.probe_interval,
+            )
+
+    # ------------------------------------------------------------ the port
+
+    def _ensure_open(self) -> bool:
+        if self._line.is_open:
+            return True
+        now = time.monotonic()
+        if now < self._reopen_at:
+            time.sleep(self._reopen_at - now)
+        try:
+            self._line.open()
+        except LineError as exc:
+            self.counters.io_errors += 1
+            logger.warning("bus %s: %s; retrying in %.1f s", self.name, exc, self._reopen_backoff)
+            self._reopen_at = time.monotonic() + self._reopen_backoff
+            self._reopen_backoff = min(self._reopen_backoff * 2, self.policy.max_reopen_backoff)
+            return False
+        if self.counters.tx_frames or self.counters.io_errors:
+            self.counters.reopens += 1
+        self._reopen_backoff = self.policy.reopen_backoff
+        return True
+
+    def _line_failed(self, exc: LineError) -> None:
+        self.counters.io_errors += 1
+        logger.warning("bus %s: %s; reopening the port", self.name, exc)
+        self._line.close()
+        self._reopen_at = time.monotonic() + self._reopen_backoff
+
+    def _wait_quiet(self) -> None:
+        silence = self._quiet_until - time.monotonic()
+        if silence > 0:
+            time.sleep(silence)
+
+    def _on_bytes(self, direction: str, data: bytes) -> None:
+        if direction == "echo":
+            self.counters.echo_bytes += len(data)
+            return
+        if direction == "tx":
+            self.counters.tx_bytes += len(data)
+        else:
+            self.counters.rx_bytes += len(data)
+            self._rx_log += data
+        self._trace.append(
+            TraceEntry(
+                direction,
+                data.hex(" ").upper(),
+                datetime.now(UTC),
+                time.monotonic(),
+                self._current_meter,
+            )
+        )
