@@ -190,7 +190,8 @@ class ModbusMatch:
             return Match(Verdict.STALE, address=address)
         if frame.exception_code is not None:
             code = frame.exception_code
-            name = modbus.EXCEPTION_MEANINGS.get(code, f"exception {code}")
+            meanings = modbus.EXCEPTION_MEANINGS
+            name = next((text for key, text in meanings.items() if key == code), f"code {code}")
             return Match(Verdict.REPLY, Outcome.EXCEPTION, str(name), code, frame, address)
         if self.count is not None and len(frame.registers) != self.count:
             return Match(Verdict.STALE, address=address)

@@ -20,6 +20,7 @@ Only a :class:`LineError` means "reopen the port". A silent meter is a ``None`` 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
 import time
@@ -159,10 +160,8 @@ class Line:
     def close(self) -> None:
         port, self._port, self._fd = self._port, None, None
         if port is not None:
-            try:
+            with contextlib.suppress(serial.SerialException, OSError):
                 port.close()
-            except (serial.SerialException, OSError):
-                pass
 
     # ------------------------------------------------------------ bytes
 

@@ -40,7 +40,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any, Final
@@ -440,33 +440,34 @@ class BusMaster:
             self.counters.retries += 1
         self._current_meter = ""
         duration = time.monotonic() - start
-        common = {
-            "attempts": attempt,
-            "tx_hex": tuple(tx_hex),
-            "rx_hex": bytes(self._rx_log).hex(" ").upper(),
-            "started_at": started_at,
-            "queued_s": queued_s,
-            "duration_s": duration,
-            "wrong_address": wrong,
-            "noise_bytes": noise,
-        }
+        base = TransactionResult(
+            transaction,
+            last_outcome,
+            attempts=attempt,
+            tx_hex=tuple(tx_hex),
+            rx_hex=bytes(self._rx_log).hex(" ").upper(),
+            started_at=started_at,
+            queued_s=queued_s,
+            duration_s=duration,
+            wrong_address=wrong,
+            noise_bytes=noise,
+        )
         if final is None:
             if health is not None:
                 self._failed(transaction.meter, health)
             detail = "no reply" if last_outcome is Outcome.TIMEOUT else "only garbled replies"
-            return TransactionResult(transaction, last_outcome, detail=detail, **common)
+            return replace(base, detail=detail)
         if health is not None:
             self._answered(health, latency)
         if final.outcome is Outcome.ABNORMAL:
             self.counters.abnormal_replies += 1
-        return TransactionResult(
-            transaction,
-            final.outcome,
+        return replace(
+            base,
+            outcome=final.outcome,
             reply=final.reply,
             detail=final.detail,
             code=final.code,
             latency_s=latency,
-            **common,
         )
 
     def _listen(
