@@ -196,6 +196,15 @@ def test_seq_is_never_reused_after_deletion(tmp_path: Path, clock: FakeClock) ->
         assert reading(b, period=T0 + timedelta(days=399)) == 6
 
 
+def test_session_ids_persist_and_grow(tmp_path: Path) -> None:
+    path = tmp_path / "edge.db"
+    with EdgeLog(path) as log:
+        assert [log.new_session(), log.new_session()] == [1, 2]
+    with EdgeLog(path) as log:
+        assert log.new_session() == 3
+        assert log.last_seq() == 0  # sessions take no seq
+
+
 def test_rolled_back_batch_stores_nothing_and_takes_no_seq(log: EdgeLog) -> None:
     with pytest.raises(RuntimeError), log.batch() as b:
         reading(b)

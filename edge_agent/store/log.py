@@ -570,6 +570,24 @@ class EdgeLog(LogReader):
                 raise
         return acked
 
+    def new_session(self) -> int:
+        """The next uplink session id (64-bit, persisted, never reused): the uplink takes one
+        per MQTT CONNECT and puts it in birth, death and every batch (edge.md D2.1)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                session = self._meta("session_id") + 1
+                self._conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('session_id', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (session,),
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return session
+
     # -- retention and quota ---------------------------------------------------------------
 
     def apply_retention(self, now: datetime) -> dict[str, int]:
