@@ -124,7 +124,7 @@ def salvage_into(log: EdgeLog, source: Path, reason: str) -> dict[str, Any]:
             "UPDATE meta SET value = ? WHERE key = 'corrections'", (meta.get("corrections", 0),)
         )
         # A lost session counter jumps too: central must never see a session id twice.
-        session = meta["session_id"] if "session_id" in meta else SALVAGE_SEQ_GAP
+        session = meta.get("session_id", 0 if "last_seq" in meta else SALVAGE_SEQ_GAP)
         conn.execute(
             "INSERT INTO meta (key, value) VALUES ('session_id', ?) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
