@@ -564,7 +564,8 @@ class _Checker:
 
 
 def _kind(value: Any) -> str:
-    return {list: "an array", dict: "a table", str: "a string"}.get(type(value), repr(value))
+    names: dict[type, str] = {list: "an array", dict: "a table", str: "a string"}
+    return names.get(type(value), repr(value))
 
 
 def _names(kinds: tuple[type, ...]) -> str:
