@@ -277,8 +277,13 @@ class RecordResult:
         count = r.count()
         if width == 0 and count:
             raise MalformedFrameError("record rows returned for an empty column selection")
-        rows = tuple([tuple([read_data(r) for _ in range(width)]) for _ in range(count)])
-        return _built(cls, {"oad": oad, "rcsd": rcsd, "rows": rows, "dar": None})
+        rows = []
+        for _ in range(count):
+            row = []
+            for _ in range(width):
+                row.append(read_data(r))
+            rows.append(tuple(row))
+        return _built(cls, {"oad": oad, "rcsd": rcsd, "rows": tuple(rows), "dar": None})
 
 
 @dataclass(frozen=True)

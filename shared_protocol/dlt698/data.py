@@ -954,6 +954,14 @@ def _encode_other(d: Data, out: list[bytes]) -> None:
     out.append(bytes([d.type]) + _enc_body(d))
 
 
+_pack_tagged_dts: Final = struct.Struct(">BHBBBBB").pack
+
+
+def _encode_dts(d: Data, out: list[bytes]) -> None:
+    v: DateTimeS = d.value  # type: ignore[assignment]
+    out.append(_pack_tagged_dts(d.type, v.year, v.month, v.day, v.hour, v.minute, v.second))
+
+
 _ENCODERS: Final[dict[DataType, _DataEncoder]] = {
     t: _encode_composite
     if t in (DataType.ARRAY, DataType.STRUCTURE)
@@ -962,6 +970,7 @@ _ENCODERS: Final[dict[DataType, _DataEncoder]] = {
     else _encode_other
     for t in DataType
 }
+_ENCODERS[DataType.DATE_TIME_S] = _encode_dts
 
 
 def encode_data_into(data: Data, out: list[bytes]) -> None:
@@ -1042,8 +1051,21 @@ def read_csd(r: Reader) -> CSD:
 
 
 def read_rcsd(r: Reader) -> RCSD:
+    columns = []
+    for _ in range(r.count()):
+        pos = r.pos
+        buf = r.buf
+        if pos + 5 <= len(buf) and buf[pos] == 0:  # CSD choice 0 and a whole OAD
+            r.pos = pos + 5
+            word = buf[pos + 1] << 24 | buf[pos + 2] << 16 | buf[pos + 3] << 8 | buf[pos + 4]
+            oad = _OAD_CACHE.get(word)
+            csd = _new(CSD)
+            csd.__dict__["column"] = _oad_from_word(word) if oad is None else oad
+            columns.append(csd)
+        else:
+            columns.append(read_csd(r))
     rcsd = _new(RCSD)
-    rcsd.__dict__["columns"] = tuple([read_csd(r) for _ in range(r.count())])
+    rcsd.__dict__["columns"] = tuple(columns)
     return rcsd
 
 
@@ -1319,6 +1341,7 @@ def _body_decoder(t: DataType, read: Callable[[Reader, int], DataValue]) -> _Tag
 
 
 _NULL: Final = DataType.NULL
+_DATE_TIME_S: Final = DataType.DATE_TIME_S
 
 # Tag byte → (type, unpack_from, size) for the integer tags, else None.
 _FIXED_INTEGERS: Final[list[tuple[DataType, Callable[..., tuple[int]], int] | None]] = [None] * 256
@@ -1343,6 +1366,7 @@ for _t in DataType:
     else:
         _TAG_DECODERS[_t] = _body_decoder(_t, _BODY_DECODERS[_t])
 del _t
+_TAG_DECODERS[DataType.DATE_TIME_S] = lambda r, depth: _data(_DATE_TIME_S, read_dts(r))
 
 
 def _decode(r: Reader, depth: int) -> Data:

@@ -8,6 +8,7 @@ converting the standard's W/var/VA to our kW/kvar/kVA.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -217,7 +218,7 @@ def meter_values(oad: OAD, data: Data) -> list[MeterValue]:
     if entry.is_array and oad.index == 0:
         if data.type is not _ARRAY:
             raise UnsupportedError(f"{entry.name} ({oad}) should be an array, got {data.type.name}")
-        pairs = list(zip(entry.obis, data.items, strict=False))
+        pairs: Iterable[tuple[str, Data]] = zip(entry.obis, data.items, strict=False)
     elif entry.is_array:
         if oad.index > len(entry.obis):
             return []
@@ -238,7 +239,15 @@ def meter_values(oad: OAD, data: Data) -> list[MeterValue]:
         else:
             value = _scalar(entry, element)
         if value is not None and code in QUANTITIES:
-            values.append(_meter_value(code, value, unit))
+            if _FAST_METER_VALUE:  # _meter_value, inlined
+                mv = _new(MeterValue)
+                fields = mv.__dict__
+                fields["obis"] = code
+                fields["value"] = value
+                fields["unit"] = unit
+                values.append(mv)
+            else:
+                values.append(MeterValue(code, value, unit))
     return values
 
 
