@@ -66,7 +66,8 @@ class Match:
 class ReplyMatcher(Protocol):
     """Decides what a frame from the line means for the transaction waiting on it."""
 
-    family: str
+    @property
+    def family(self) -> str: ...
 
     def classify(self, frame: object) -> Match: ...
 

@@ -466,8 +466,12 @@ class EdgeLog(LogReader):
             check_same_thread=False,  # guarded by self._lock
             timeout=self._busy_timeout_ms / 1000,
         )
-        _configure(conn, self._busy_timeout_ms, self._journal_size_limit)
-        migrate(conn)
+        try:
+            _configure(conn, self._busy_timeout_ms, self._journal_size_limit)
+            migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _open_checked(self) -> tuple[sqlite3.Connection | None, str]:

@@ -9,6 +9,7 @@ walking each table by rowid so one damaged page costs only the rows on it.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from datetime import datetime
@@ -68,7 +69,7 @@ def _walk(conn: sqlite3.Connection, table: str, columns: list[str]) -> Iterator[
             skips += 1
             last = max(last, 0) + jump
             jump *= 2
-            if top is not None and last >= top:
+            if last >= (top if top is not None else 2**63 - 1):
                 return
 
 
@@ -102,7 +103,8 @@ def salvage_into(log: EdgeLog, source: Path, reason: str) -> dict[str, Any]:
             count = 0
             for row in _walk(src, table, columns):
                 if table == "meta":
-                    meta[str(row[0])] = int(row[1])
+                    with contextlib.suppress(TypeError, ValueError):  # damaged: treat as lost
+                        meta[str(row[0])] = int(row[1])
                     continue
                 try:
                     conn.execute(insert, row)
