@@ -145,10 +145,16 @@ class Dlt698Driver(Driver):
     # ------------------------------------------------------------ freezes
 
     def _frozen_at(
-        self, meter: Meter, table: OAD, local: datetime, kind: str, priority: Priority | None
+        self,
+        meter: Meter,
+        table: OAD,
+        local: datetime,
+        kind: str,
+        priority: Priority | None,
+        columns: tuple[OAD, ...] = FREEZE_COLUMNS,
     ) -> list[Reading]:
         stamp = Data(DataType.DATE_TIME_S, DateTimeS.from_datetime(local))
-        record = self._record(meter, table, RSD.equal(FREEZE_TIME, stamp), FREEZE_COLUMNS, priority)
+        record = self._record(meter, table, RSD.equal(FREEZE_TIME, stamp), columns, priority)
         readings: list[Reading] = []
         for row in record.rows or ():
             cells = dict(zip((c.column for c in record.rcsd.columns), row, strict=True))
