@@ -85,9 +85,8 @@ def validate(config_path: str, as_json: bool) -> None:
         f"ok: {config_path}: area {summary['area']}, {summary['meters']} meters ({protocols})"
     )
     for bus in summary["buses"]:
-        click.echo(
-            f"  bus {bus['name']} ({bus['protocol']}, {bus['transport']}): {len(bus['meters'])} meters"
-        )
+        where = f"{bus['protocol']}, {bus['transport']}"
+        click.echo(f"  bus {bus['name']} ({where}): {len(bus['meters'])} meters")
     for meter, anomalies in summary["anomalies"].items():
         click.echo(f"  anomaly {meter}: {', '.join(anomalies)}")
 
