@@ -1366,7 +1366,18 @@ for _t in DataType:
     else:
         _TAG_DECODERS[_t] = _body_decoder(_t, _BODY_DECODERS[_t])
 del _t
-_TAG_DECODERS[DataType.DATE_TIME_S] = lambda r, depth: _data(_DATE_TIME_S, read_dts(r))
+
+
+def _dts_decoder(r: Reader, depth: int) -> Data:
+    v = read_dts(r)
+    d = _new(Data)
+    fields = d.__dict__
+    fields["type"] = _DATE_TIME_S
+    fields["value"] = v
+    return d
+
+
+_TAG_DECODERS[DataType.DATE_TIME_S] = _dts_decoder
 
 
 def _decode(r: Reader, depth: int) -> Data:
@@ -1386,7 +1397,17 @@ def _decode(r: Reader, depth: int) -> Data:
 
 def read_data(r: Reader) -> Data:
     """Decode one Data at the reader's position."""
-    return _decode(r, 0)
+    # _decode(r, 0), inlined: depth 0 is always within MAX_DEPTH.
+    pos = r.pos
+    buf = r.buf
+    if pos >= len(buf):
+        r.take(1)  # raises the truncation error
+    tag = buf[pos]
+    r.pos = pos + 1
+    decode = _TAG_DECODERS[tag]
+    if decode is None:
+        raise UnsupportedError(f"unknown Data type tag 0x{tag:02X}")
+    return decode(r, 0)
 
 
 def decode_data(raw: bytes) -> Data:
