@@ -149,8 +149,10 @@ class Line:
                 delay_before_tx=0.0,
                 delay_before_rx=0.0,
             )
-        except (AttributeError, NotImplementedError, ValueError, OSError, serial.SerialException):
+        except Exception:  # noqa: BLE001 - termios.error, ioctl errors, per-platform types
             self.rs485_unsupported += 1
+            with contextlib.suppress(Exception):
+                port.rs485_mode = None
             logger.warning(
                 "bus %s: %s does not support kernel RS-485 mode; using it as a plain port",
                 self.config.name,

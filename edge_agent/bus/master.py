@@ -500,6 +500,9 @@ class BusMaster:
                     self.counters.noise_bytes += size
                     if any(word in event.reason.lower() for word in _CHECKSUM_WORDS):
                         self.counters.checksum_errors += 1
+                        # a whole frame came and was corrupted: most likely our meter's
+                        # reply, and nothing else is coming; retry soon instead of idling
+                        deadline = min(deadline, time.monotonic() + 2 * inter_byte)
                     if read.parser_spent:
                         parser = new_parser(matcher.family)
                     continue
