@@ -149,7 +149,7 @@ class Line:
                 delay_before_tx=0.0,
                 delay_before_rx=0.0,
             )
-        except Exception:  # noqa: BLE001 - termios.error, ioctl errors, per-platform types
+        except Exception:  # termios.error, ioctl errors: the types differ per platform
             self.rs485_unsupported += 1
             with contextlib.suppress(Exception):
                 port.rs485_mode = None
