@@ -546,6 +546,12 @@ class RSD:
     fields: tuple[object, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.selector == 9:  # last n, the common selector: accept the plain case fast
+            fields = self.fields
+            if type(fields) is tuple and len(fields) == 1:
+                n = fields[0]
+                if type(n) is int and 0 <= n <= 255:
+                    return
         if self.selector not in _RSD_FIELDS:
             raise LocalProtocolError(f"RSD selector {self.selector} is not 0..10")
         if self.selector == 3:

@@ -9,9 +9,10 @@ the CRC-16/X-25 used for HCS and FCS, and APDU fragmentation (:class:`Fragment`,
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Final
+from typing import Any, Final
 
 import crcmod.predefined
 
@@ -53,6 +54,27 @@ MAX_REASSEMBLED_APDU: Final = 64 * 1024
 _L_UNIT_BIT: Final = 0x4000
 
 _crc_x25 = crcmod.predefined.mkCrcFun("x-25")
+
+
+def _x25_parts() -> tuple[Callable[[bytes, int, Any], int], int, Any]:
+    """(core, start, table) with ``0xFFFF ^ core(data, start, table) == crc16(data)``.
+
+    crcmod's function is a Python wrapper ``xor_out ^ core(data, xor_out ^ init, table)``
+    around its C (or Python) core; the hot paths call the core directly, saving a Python
+    call per CRC. When that shape cannot be confirmed, the core is crcmod's own function.
+    """
+    try:
+        init, table, core = _crc_x25.__defaults__
+        start = 0xFFFF ^ init
+        samples = (b"", b"123456789", bytes(range(256)), b"\x68\x17\x00\x43")
+        if all(0xFFFF ^ core(s, start, table) == _crc_x25(s) for s in samples):
+            return core, start, table
+    except (TypeError, ValueError):
+        pass
+    return (lambda data, start, table: 0xFFFF ^ _crc_x25(data)), 0, None
+
+
+_x25_core, _X25_START, _X25_TABLE = _x25_parts()
 
 
 def crc16(data: bytes) -> int:
@@ -263,9 +285,15 @@ def encode_frame(frame: Frame, preamble: int = 0) -> bytes:
         + wire
         + bytes((frame.client_address,))
     )
-    body = head + _pack_crc(_crc_x25(head)) + apdu
+    body = head + _pack_crc(0xFFFF ^ _x25_core(head, _X25_START, _X25_TABLE)) + apdu
     return b"".join(
-        (_PREAMBLE_BYTE * preamble, _START_BYTE, body, _pack_crc(_crc_x25(body)), _END_BYTE)
+        (
+            _PREAMBLE_BYTE * preamble,
+            _START_BYTE,
+            body,
+            _pack_crc(0xFFFF ^ _x25_core(body, _X25_START, _X25_TABLE)),
+            _END_BYTE,
+        )
     )
 
 
@@ -303,7 +331,7 @@ def _check_header(raw: bytes) -> tuple[int, int]:
             f"address, but the frame ends before CA and HCS"
         )
     hcs_wire = raw[header_end - 2] | raw[header_end - 1] << 8
-    hcs = _crc_x25(bytes(raw[1 : header_end - 2]))
+    hcs = 0xFFFF ^ _x25_core(bytes(raw[1 : header_end - 2]), _X25_START, _X25_TABLE)
     if hcs != hcs_wire:
         raise ChecksumError(f"HCS is {hcs_wire:04X} but the header computes to {hcs:04X}")
     return length, header_end
@@ -343,7 +371,7 @@ def decode_frame(raw: bytes) -> Frame:
     if data[total - 1] != END:
         raise MalformedFrameError(f"frame ends with {data[total - 1]:02X}, not 16")
     fcs_wire = data[total - 3] | data[total - 2] << 8
-    fcs = _crc_x25(data[1 : total - 3])
+    fcs = 0xFFFF ^ _x25_core(data[1 : total - 3], _X25_START, _X25_TABLE)
     if fcs != fcs_wire:
         raise ChecksumError(f"FCS is {fcs_wire:04X} but the frame computes to {fcs:04X}")
     # Every field fits by construction (CA is a byte, L ≤ 0x3FFF bounds the APDU).
