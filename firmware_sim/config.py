@@ -35,6 +35,7 @@ from firmware_sim.bus import Bus, line_family
 from firmware_sim.clock import SimClock
 from firmware_sim.faults import FaultPlan
 from firmware_sim.load import ConstantLoad, CustomerClass
+from firmware_sim.meter import FaultKind, MeterFault
 from firmware_sim.transports import PtyTransport, TcpSerialServer, start_transport
 from firmware_sim.wiretime import Latency, WireTime, latency_from_dict
 from shared_protocol.modbus import METER_MAPS
@@ -123,6 +124,7 @@ class MeterSection:
     security_key: bytes | None = None
     latency: Latency | None = None
     faults: FaultPlan | None = None
+    meter_faults: tuple[MeterFault, ...] = ()
 
     def household(self) -> HouseholdSpec:
         return HouseholdSpec(
@@ -142,12 +144,14 @@ class MeterSection:
             allow_plaintext_remote_control=self.allow_plaintext_remote_control,
             unit_id=self.unit_id,
             modbus_model=self.modbus_model,
+            faults=self.meter_faults,
         )
 
     def anomalies(self) -> list[str]:
         found = self.household().anomalies()
         if self.faults is not None and self.faults.rules:
             found.append("wire_faults")
+        found += [f"{fault.kind.value}@{fault.at.isoformat()}" for fault in self.meter_faults]
         return found
 
 
@@ -464,6 +468,7 @@ class _Checker:
         fault_plan = None
         if "faults" in data:
             fault_plan = self.wrap(FaultPlan.from_dict, data["faults"], f"{path}.faults")
+        meter_faults = self.meter_faults(data.get("meter_faults", []), f"{path}.meter_faults")
         section = MeterSection(
             id=meter_id,
             address=address,
@@ -487,10 +492,48 @@ class _Checker:
             security_key=key,
             latency=latency,
             faults=fault_plan,
+            meter_faults=meter_faults,
         )
         if not meter_id or not protocol or not bus or not address:
             return None
         return section
+
+    def meter_faults(self, value: Any, path: str) -> tuple[MeterFault, ...]:
+        """``[{ at = 2026-01-03T02:00:00Z, kind = "clock_jump", delta_seconds = 600 }, …]``."""
+        if not isinstance(value, list):
+            self.problem(path, f"expected an array of tables, got {_kind(value)}")
+            return ()
+        kinds = tuple(kind.value for kind in FaultKind)
+        found: list[MeterFault] = []
+        for index, raw in enumerate(value):
+            where = f"{path}[{index}]"
+            if not isinstance(raw, Mapping):
+                self.problem(where, f"expected a table, got {_kind(raw)}")
+                continue
+            self.unknown(raw, ("at", "kind", "delta_seconds", "new_address"), where)
+            kind = self.one_of(raw, "kind", where, kinds, "", required=True)
+            at = self.instant(raw["at"], f"{where}.at") if "at" in raw else None
+            if "at" not in raw:
+                self.problem(f"{where}.at", "missing")
+            delta = self.get(raw, "delta_seconds", where, (int, float), None)
+            new_address = self.text(raw, "new_address", where, "", check=_meter_address)
+            if kind == FaultKind.CLOCK_JUMP and delta is None:
+                self.problem(f"{where}.delta_seconds", "a clock_jump needs delta_seconds")
+                continue
+            if kind == FaultKind.METER_REPLACED and not new_address:
+                self.problem(f"{where}.new_address", "a meter_replaced needs new_address")
+                continue
+            if not kind or at is None:
+                continue
+            found.append(
+                MeterFault(
+                    at,
+                    FaultKind(kind),
+                    delta=None if delta is None else timedelta(seconds=delta),
+                    new_address=new_address or None,
+                )
+            )
+        return tuple(sorted(found, key=lambda fault: fault.at))
 
     def cross_check(
         self,

@@ -4,7 +4,7 @@ all problems are collected at once, and the scenario generator writes configs th
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -185,6 +185,38 @@ def test_every_problem_is_collected_at_once() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(text, "t.toml")
     assert str(caught.value).startswith(f"t.toml: {len(found)} problems\n  ")
+
+
+def test_meter_faults_are_scheduled_on_the_meter() -> None:
+    text = MINIMAL + (
+        "meter_faults = [\n"
+        '  { at = 2026-01-01T06:00:00Z, kind = "meter_replaced", new_address = "000000000099" },\n'
+        '  { at = 2026-01-01T03:00:00Z, kind = "clock_jump", delta_seconds = -120 },\n'
+        "]\n"
+    )
+    config = parse_config(text)
+    faults = config.meters[0].meter_faults
+    assert [f.kind.value for f in faults] == ["clock_jump", "meter_replaced"]  # sorted by time
+    assert faults[0].delta == timedelta(seconds=-120)
+    simulation = build(config)
+    simulation.fast_forward(1)
+    assert simulation.area.meters["a"].address == "000000000099"
+    assert "meter_replaced" in simulation.area.truth[-1].anomalies["a"]
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        ('{ at = 2026-01-01T00:00:00Z, kind = "clock_jump" }', "[0].delta_seconds: a clock_jump"),
+        ('{ at = 2026-01-01T00:00:00Z, kind = "meter_replaced" }', "[0].new_address: a meter_r"),
+        ('{ at = 2026-01-01T00:00:00Z, kind = "meteor" }', "[0].kind: 'meteor' is not one of"),
+        ('{ kind = "meter_dies" }', "[0].at: missing"),
+        ('{ at = 2026-01-01T00:00:00, kind = "meter_dies" }', "[0].at: give the UTC offset"),
+    ],
+)
+def test_bad_meter_faults_are_named(fault: str, expected: str) -> None:
+    found = problems(MINIMAL + f"meter_faults = [{fault}]\n")
+    assert any(p.startswith(f"meters[0].meter_faults{expected}") for p in found), found
 
 
 def test_twins_on_a_line_are_refused() -> None:
