@@ -113,9 +113,13 @@ def validate(config_path: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per bus line.")
 def run(config_path: str, duration: float | None, as_json: bool) -> None:
     config = _load(config_path)
-    simulation = build(config)
-    if config.simulation.fast_forward_days:
-        simulation.fast_forward(config.simulation.fast_forward_days)
+    try:
+        simulation = build(config)
+        if config.simulation.fast_forward_days:
+            simulation.fast_forward(config.simulation.fast_forward_days)
+    except KeyboardInterrupt:  # stopped while filling history: nothing was served yet
+        click.echo("stopped before serving", err=True)
+        return
     try:
         counters = asyncio.run(_serve(simulation, duration, as_json, sys.stdout))
     except OSError as exc:
@@ -176,7 +180,14 @@ async def _serve(
 # ---------------------------------------------------------------- scenario
 
 
-@cli.group(help="Generate area configs.")
+@cli.group(
+    help="""Generate area configs.
+
+    \b
+    Example:
+      firmware-sim scenario new --meters 8 --anomalies bypass=1 -o area.toml
+    """
+)
 def scenario() -> None:
     pass
 
@@ -288,12 +299,11 @@ def main() -> None:
 
 
 def _commands(group: click.Group, prefix: str = "") -> dict[str, click.Command]:
-    """Every leaf command by its full name (the docs test walks this)."""
+    """Every command and group by its full name (the help and docs tests walk this)."""
     found: dict[str, Any] = {}
     for name, command in group.commands.items():
         full = f"{prefix}{name}"
+        found[full] = command
         if isinstance(command, click.Group):
             found.update(_commands(command, f"{full} "))
-        else:
-            found[full] = command
     return found
