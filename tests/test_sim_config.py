@@ -285,3 +285,27 @@ def test_every_config_field_is_documented() -> None:
     for cls in (SimulationSection, AreaSection, BusSection, MeterSection):
         for name in cls.__dataclass_fields__:
             assert name in documented, f"{cls.__name__}.{name} is not in docs/simulator.md"
+
+
+def test_public_names_are_pinned() -> None:
+    import firmware_sim.config
+    import firmware_sim.scenario
+
+    assert sorted(firmware_sim.config.__all__) == [
+        "AreaSection",
+        "BusSection",
+        "ConfigError",
+        "MeterSection",
+        "SimConfig",
+        "Simulation",
+        "SimulationSection",
+        "build",
+        "load_config",
+        "parse_config",
+    ]
+    assert sorted(firmware_sim.scenario.__all__) == [
+        "ANOMALIES",
+        "DEFAULT_MIX",
+        "new_scenario",
+        "parse_pairs",
+    ]
