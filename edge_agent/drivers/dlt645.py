@@ -288,17 +288,56 @@ class Dlt645Driver(Driver):
             new = total - (known or {}).get(kind, 0)
             for n in range(1, min(new, depth, 10) + 1):
                 try:
-                    values = self._values(meter, record_base + n, priority)
+                    start, end = self._event_times(meter, record_base + n, priority)
                 except ReadFailed as exc:
                     if exc.outcome is Outcome.ABNORMAL:
                         break
                     raise
-                times = [v.value for v in values if isinstance(v.value, datetime)]
-                if not times:
+                if start is None:
                     continue
-                end = self.to_utc(times[1]) if len(times) > 1 else None
-                events.append(MeterEvent(meter.key, kind, n, self.to_utc(times[0]), end, total))
+                events.append(
+                    MeterEvent(
+                        meter.key,
+                        kind,
+                        n,
+                        self.to_utc(start),
+                        None if end is None else self.to_utc(end),
+                        total,
+                    )
+                )
         return events
+
+    def _event_times(
+        self, meter: Meter, di: int, priority: Priority | None
+    ) -> tuple[datetime | None, datetime | None]:
+        """Start and end (ss mm hh DD MM YY each) of one event record.
+
+        A meter sends an all-zero end time while the event lasts, which the codec refuses
+        as a date; we read the two times ourselves so an ongoing event is not lost.
+        """
+        request = dlt645.encode_frame(dlt645.read_request(meter.address, di))
+        transaction = Transaction(
+            meter.key,
+            request,
+            Dlt645Match(meter.address, 0x11, di),
+            label=f"read {di:08X}",
+            reply_bytes=_MAX_REPLY,
+        )
+        result = self._transact(meter, f"read {di:08X}", transaction, priority)
+        assert isinstance(result.reply, dlt645.Frame)
+        body = result.reply.data[4:]
+        times: list[datetime | None] = []
+        for offset in (0, 6):
+            raw = body[offset : offset + 6]
+            if len(raw) < 6 or not any(raw):
+                times.append(None)
+                continue
+            try:
+                value = dlt645.YYMMDDHHMMSS.decode(raw)
+            except ProtocolError:
+                value = None
+            times.append(value if isinstance(value, datetime) else None)
+        return times[0], times[1]
 
     # ------------------------------------------------------------ clock
 
