@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Final, Literal
 
 from edge_agent.store.errors import InvalidRecordError
@@ -63,7 +64,13 @@ def format_utc(moment: datetime, what: str = "timestamp") -> str:
             f"{what} {moment.isoformat()} is naive; pass an aware UTC datetime "
             "(meter local time converts with shared_protocol.timebase.meter_time_to_utc)"
         )
-    return moment.astimezone(UTC).strftime(_UTC_FORMAT)
+    # Converted before the cache: same-zone datetimes compare equal across a DST fold.
+    return _utc_text(moment.astimezone(UTC))
+
+
+@lru_cache(maxsize=4096)  # a bus cycle stamps hundreds of readings with one freeze time
+def _utc_text(moment: datetime) -> str:
+    return moment.strftime(_UTC_FORMAT)
 
 
 def parse_utc(text: str) -> datetime:
