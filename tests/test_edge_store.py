@@ -160,6 +160,26 @@ def test_reader_is_read_only(tmp_path: Path) -> None:
         reader.close()
 
 
+def test_reader_sees_only_committed_batches_and_is_not_blocked(tmp_path: Path) -> None:
+    """The uplink and the CLI read while the collector writes (WAL: readers never wait)."""
+    path = tmp_path / "edge.db"
+    with EdgeLog(path) as log:
+        with log.batch() as b:
+            reading(b)
+        reader = LogReader.open(path, busy_timeout_ms=0)
+        try:
+            with log.batch() as b:
+                reading(b, period=T0 + timedelta(days=1))
+                assert [r.seq for r in reader.pending()] == [1]  # not the open batch
+            assert [r.seq for r in reader.pending()] == [1, 2]
+            assert reader.last_seq() == 2
+            batch = reader.next_batch()
+            assert (batch.seq_from, batch.seq_to, len(batch.records)) == (1, 2, 2)
+            assert not reader._conn.in_transaction  # the snapshot ended
+        finally:
+            reader.close()
+
+
 # -- seq ---------------------------------------------------------------------------------
 
 
@@ -461,6 +481,34 @@ def test_find_readings_for_resend(log: EdgeLog) -> None:
     assert len(log.find_readings("000000000001", None, T0, T0 + timedelta(days=5))) == 10
     with pytest.raises(InvalidRecordError):
         log.find_readings("000000000001", ENERGY, datetime(2026, 1, 1), T0)
+
+
+def test_collector_and_uplink_threads_share_one_log(log: EdgeLog) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+
+    def collect() -> None:
+        try:
+            for n in range(50):
+                with log.batch() as b:
+                    for m in range(10):
+                        reading(b, meter=f"{m:012d}", period=T0 + timedelta(hours=n))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    collector = threading.Thread(target=collect)
+    collector.start()
+    sent: list[int] = []
+    while collector.is_alive() or log.depth():
+        batch = log.next_batch(limit=37)
+        sent += [r.seq for r in batch.records]
+        if batch.records:
+            log.acknowledge(batch.seq_to)
+    collector.join()
+    assert not errors
+    assert sent == list(range(1, 501))
+    assert log.acked_seq() == 500
 
 
 # -- retention ---------------------------------------------------------------------------

@@ -142,6 +142,19 @@ class LogReader:
         with self._lock:
             self._conn.close()
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """Several reads as one: on a reader's own connection a commit could otherwise land
+        between them (a batch claiming to cover seqs it does not carry would lose them)."""
+        if self._conn.in_transaction:
+            yield
+            return
+        self._conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._conn.execute("COMMIT")
+
     def _meta(self, key: str) -> int:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return int(row[0]) if row else 0
@@ -182,7 +195,7 @@ class LogReader:
         eviction at the tail do not hold central's contiguous watermark back. An empty batch
         has ``seq_to < seq_from``.
         """
-        with self._lock:
+        with self._lock, self._snapshot():
             start = max(self._meta("acked_seq"), after_seq or 0)
             records = self.pending(start, limit)
             last = self._meta("last_seq")
