@@ -17,7 +17,8 @@ Readers: :func:`decode_read_response` (values named by OBIS), :func:`decode_read
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -27,7 +28,13 @@ from shared_protocol.dlt645.control import (
     Standard,
     baud_to_feature,
 )
-from shared_protocol.dlt645.di_table import DATA_ITEMS, data_item, format_di
+from shared_protocol.dlt645.di_table import (
+    _ITEMS_2007,
+    DATA_ITEMS,
+    DataItem,
+    data_item,
+    format_di,
+)
 from shared_protocol.dlt645.formats import YYMMDDHHMM, YYMMDDHHMMSS, Digits
 from shared_protocol.dlt645.frame import (
     _CONTROLS,
@@ -91,7 +98,8 @@ _WRITE = {V2007: 0x14, V1997: 0x04}
 _WRITE_ADDRESS = {V2007: 0x15, V1997: 0x0A}
 _CHANGE_BAUD = {V2007: 0x17, V1997: 0x0C}
 _DI_SIZE = {V2007: 4, V1997: 2}
-_TABLE_2007 = DATA_ITEMS[V2007]
+_TABLE_2007 = _ITEMS_2007
+_DI_2007 = struct.Struct("<I")  # DI0 first; unpack_from reads it without slicing
 _READ_REQUEST_2007 = _CONTROLS[0x11]  # the shared instances decode_frame hands out
 _READ_REPLY_2007 = _CONTROLS[0x91]
 _new = object.__new__
@@ -436,7 +444,7 @@ def decode_read_response(frame: Frame, standard: Standard | None = None) -> Read
         # surprise falls through to the general code below, which explains it.
         data = frame.data
         if len(data) >= 4:
-            di = int.from_bytes(data[:4], "little")
+            di = _DI_2007.unpack_from(data)[0]
             item = _TABLE_2007.get(di)
             if item is not None:
                 body = data[4:]
@@ -450,6 +458,7 @@ def decode_read_response(frame: Frame, standard: Standard | None = None) -> Read
                 return response
     standard = standard or detect_standard(frame)
     function = control.function
+    table: Mapping[int, DataItem]
     if standard is V2007:
         read, read_follow_up, size, table = 0x11, 0x12, 4, _TABLE_2007
     else:
@@ -511,7 +520,7 @@ def decode_read_request(frame: Frame, standard: Standard | None = None) -> ReadR
         # the common case, a plain 2007 read of one DI: _plain_read_request(), inlined
         request: ReadRequest = _new(ReadRequest)
         fields = request.__dict__
-        fields["di"] = int.from_bytes(frame.data, "little")
+        fields["di"] = _DI_2007.unpack_from(frame.data)[0]
         fields["count"] = None
         fields["start"] = None
         fields["seq"] = None
