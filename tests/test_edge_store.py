@@ -146,6 +146,14 @@ def test_newer_schema_is_refused_and_left_untouched(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*quarantine*"))
 
 
+def test_an_unopenable_path_is_an_error_not_a_quarantine(tmp_path: Path) -> None:
+    with pytest.raises(sqlite3.OperationalError):
+        EdgeLog(tmp_path / "missing" / "edge.db")
+    with pytest.raises(sqlite3.OperationalError):
+        EdgeLog(tmp_path)  # a directory
+    assert not list(tmp_path.glob("*quarantine*"))
+
+
 def test_reader_is_read_only(tmp_path: Path) -> None:
     path = tmp_path / "edge.db"
     with EdgeLog(path) as log, log.batch() as b:

@@ -86,6 +86,8 @@ _CORRECT_READING: Final = (
 #: Bounded so a burst cannot grow the -wal file without limit on flash (edge.md D1.6).
 DEFAULT_JOURNAL_SIZE_LIMIT: Final = 4 << 20
 DEFAULT_BUSY_TIMEOUT_MS: Final = 5000
+#: SQLITE_CORRUPT and SQLITE_NOTADB: the primary result codes that mean a damaged file.
+_CORRUPTION_CODES: Final = frozenset({11, 26})
 #: Quota alarm thresholds (edge.md D1.5), as fractions of the quota.
 WARNING_USE: Final = 0.70
 CRITICAL_USE: Final = 0.90
@@ -496,6 +498,10 @@ class EdgeLog(LogReader):
         except sqlite3.DatabaseError as exc:
             if conn is not None:
                 conn.close()
+            # Only a damaged file is quarantined; a missing directory, a permission or a
+            # lock problem is the operator's to see, and moving the file would not help.
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in _CORRUPTION_CODES:
+                raise
             return None, f"cannot open: {exc}"
         result = "; ".join(str(row[0]) for row in rows)
         if result != "ok":
