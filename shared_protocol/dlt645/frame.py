@@ -242,6 +242,7 @@ def _checked_frame(address: str, control: Control, data: bytes) -> Frame:
 
 
 _START_BYTES: Final = bytes([START])
+_TAILS: Final = tuple(bytes((cs, END)) for cs in range(256))  # CS 16, by checksum
 
 
 def encode_frame(frame: Frame, preamble: int = DEFAULT_REQUEST_PREAMBLE) -> bytes:
@@ -256,7 +257,7 @@ def encode_frame(frame: Frame, preamble: int = DEFAULT_REQUEST_PREAMBLE) -> byte
         if plain:
             _memo(_heads, frame.address, head)
     body = head + bytes((frame.control.byte, len(data))) + bytes(data).translate(_ADD_TABLE)
-    return b"\xfe" * preamble + body + bytes((sum(body) & 0xFF, END))
+    return b"\xfe" * preamble + body + _TAILS[sum(body) & 0xFF]
 
 
 def parse_frame_at(buffer: bytes | bytearray, start: int = 0) -> tuple[Frame, int] | None:
