@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import tempfile
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -13,6 +14,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import edge_agent.store as store
 from edge_agent.store import (
@@ -799,3 +802,59 @@ def test_any_corrupt_page_leaves_a_working_log(tmp_path: Path, clock: FakeClock,
         assert seq is not None and seq > 1001 and seq > max(stored)
     with EdgeLog(path, clock=clock) as reopened:
         assert reopened.integrity == "ok"
+
+
+# -- the natural-key model ---------------------------------------------------------------
+
+VALUES = st.sampled_from([Decimal("1.0"), Decimal("1.00"), Decimal("2"), Decimal("0.1"), 3])
+OPS = st.lists(
+    st.tuples(
+        st.integers(0, 2),  # meter
+        st.integers(0, 2),  # period (days)
+        VALUES,
+        st.sampled_from(["ok", "estimated"]),
+        st.booleans(),  # commit the batch after this op
+    ),
+    max_size=40,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=OPS)
+def test_readings_follow_the_natural_key_model(tmp_path: Path, ops: list[Any]) -> None:
+    """Against a dict model: one row per key with the last distinct value; a seq for every
+    insert and every correction, none for a duplicate; seqs strictly increasing."""
+    path = Path(tempfile.mkdtemp(dir=tmp_path)) / "edge.db"  # a fresh file per example
+    model: dict[tuple[str, str], tuple[Decimal, str]] = {}
+    seq_of: dict[tuple[str, str], int] = {}
+    assigned: list[int] = []
+    with EdgeLog(path) as log:
+        pending_ops = list(ops)
+        while pending_ops:
+            with log.batch() as b:
+                while pending_ops:
+                    meter_n, day, value, quality, commit = pending_ops.pop(0)
+                    meter = f"{meter_n:012d}"
+                    period = T0 + timedelta(days=day)
+                    key = (meter, format_utc(period))
+                    seq = reading(b, meter=meter, period=period, value=value, quality=quality)
+                    new = (Decimal(value), quality)
+                    if model.get(key) == new:
+                        assert seq is None
+                    else:
+                        assert seq is not None
+                        assigned.append(seq)
+                        model[key] = new
+                        seq_of[key] = seq
+                    if commit:
+                        break
+        assert assigned == list(range(1, len(assigned) + 1))
+        stored = {
+            (r.meter, r.period_ts): (Decimal(r.value), r.quality, r.seq)
+            for r in log.pending(limit=1000)
+            if isinstance(r, ReadingRecord)
+        }
+        assert stored == {k: (*v, seq_of[k]) for k, v in model.items()}
+        assert log.corrections() == len(assigned) - len(model)
