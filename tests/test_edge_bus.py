@@ -331,3 +331,52 @@ def test_stopped_master_refuses_work() -> None:
 def test_responders_helper_builds_distinct_meters() -> None:
     meters = responders_645(3, clock=None)  # type: ignore[arg-type]
     assert len({truth(m) for m in meters}) == 3
+
+
+def test_truncated_reply_is_cut_at_the_inter_byte_gap_and_retried() -> None:
+    meters = static_meters(1)
+    faults = {meters[0].device_id: plan({"kind": "truncated", "first": 1})}
+    with served(meters, "dlt645", "pty", per_device_faults=faults) as (master, _):
+        result = master.transact(read_tx(meters[0].meter.address))
+        assert result.outcome is Outcome.OK and result.attempts == 2
+        assert result.noise_bytes > 0
+        assert energy(result) == truth(meters[0])
+
+
+def test_public_names_are_pinned() -> None:
+    import edge_agent.bus
+    import edge_agent.drivers
+
+    assert sorted(edge_agent.bus.__all__) == [
+        "BusCounters",
+        "BusMaster",
+        "Dlt645Match",
+        "Dlt698Match",
+        "Line",
+        "LineError",
+        "LineEvent",
+        "Match",
+        "MeterHealth",
+        "ModbusMatch",
+        "Outcome",
+        "Priority",
+        "ReplyMatcher",
+        "TimingPolicy",
+        "TraceEntry",
+        "Transaction",
+        "TransactionResult",
+        "Verdict",
+        "new_parser",
+    ]
+    assert {
+        "Reading",
+        "ReadFailed",
+        "driver_for",
+        "scan_645",
+        "sync_clock_broadcast",
+        "Dlt645Driver",
+        "Dlt698Driver",
+        "ModbusDriver",
+    } <= set(edge_agent.drivers.__all__)
+    with pytest.raises(ValueError, match="no driver"):
+        edge_agent.drivers.driver_for("iec62056", BusMaster(bus_config("/dev/null")))

@@ -14,7 +14,7 @@ day.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -38,6 +38,7 @@ from shared_protocol import dlt645
 from shared_protocol.dlt645 import Standard
 from shared_protocol.errors import ProtocolError
 from shared_protocol.quantities import MeterValue
+from shared_protocol.timebase import DEFAULT_METER_ZONE
 
 __all__ = [
     "BLOCKS_1997",
@@ -90,8 +91,15 @@ class Dlt645Driver(Driver):
     standard = V2007
     blocks: tuple[int, ...] = BLOCKS_2007
 
-    def __init__(self, master: BusMaster, **options: object) -> None:
-        super().__init__(master, **options)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        master: BusMaster,
+        *,
+        zone: str = DEFAULT_METER_ZONE,
+        now: Callable[[], datetime] | None = None,
+        priority: Priority = Priority.SCHEDULED,
+    ) -> None:
+        super().__init__(master, zone=zone, now=now, priority=priority)
         # meter key → (gateway date, meter date) of the last date read
         self._meter_dates: dict[str, tuple[date, date]] = {}
 

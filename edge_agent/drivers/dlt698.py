@@ -30,6 +30,7 @@ from edge_agent.drivers.base import (
 )
 from shared_protocol import dlt698
 from shared_protocol.dlt698 import OAD, RCSD, RSD, Data, DataType, DateTimeS
+from shared_protocol.timebase import DEFAULT_METER_ZONE
 
 __all__ = ["REALTIME_OADS", "Dlt698Driver", "read_address_698"]
 
@@ -74,8 +75,15 @@ class Dlt698Driver(Driver):
     protocol = "dlt698.45"
     client_address = 0x10
 
-    def __init__(self, master: BusMaster, **options: object) -> None:
-        super().__init__(master, **options)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        master: BusMaster,
+        *,
+        zone: str = DEFAULT_METER_ZONE,
+        now: Callable[[], datetime] | None = None,
+        priority: Priority = Priority.SCHEDULED,
+    ) -> None:
+        super().__init__(master, zone=zone, now=now, priority=priority)
         self._piids = itertools.cycle(range(64))
 
     # ------------------------------------------------------------ transactions

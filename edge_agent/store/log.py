@@ -401,12 +401,12 @@ class LogBatch:
         if direction not in DIRECTIONS:
             raise InvalidRecordError(f"direction {direction!r} is not one of {sorted(DIRECTIONS)}")
         try:
-            normal = bytes.fromhex(hex).hex().upper()
+            frame = bytes.fromhex(hex)
         except (TypeError, ValueError) as exc:
             raise InvalidRecordError(f"raw frame is not hex: {hex!r}") from exc
         self._conn.execute(
-            "INSERT INTO raw_frames (bus, direction, hex, at) VALUES (?, ?, ?, ?)",
-            (bus, direction, normal, format_utc(at, "at")),
+            "INSERT INTO raw_frames (bus, direction, frame, at) VALUES (?, ?, ?, ?)",
+            (bus, direction, frame, format_utc(at, "at")),
         )
 
     def _finish(self) -> None:
@@ -632,7 +632,13 @@ class EdgeLog(LogReader):
                     )
                     deleted[kind] = cursor.rowcount
                 cutoff = format_utc(now - self.retention.raw_frame, "now")
-                cursor = self._conn.execute("DELETE FROM raw_frames WHERE at < ?", (cutoff,))
+                # frames are in time order: delete the prefix older than the cut-off
+                cursor = self._conn.execute(
+                    "DELETE FROM raw_frames WHERE id < coalesce("
+                    "(SELECT id FROM raw_frames WHERE at >= ? ORDER BY id LIMIT 1), "
+                    "(SELECT max(id) + 1 FROM raw_frames))",
+                    (cutoff,),
+                )
                 deleted[RAW_FRAME] = cursor.rowcount
                 self._conn.execute("COMMIT")
             except BaseException:
@@ -656,7 +662,7 @@ class EdgeLog(LogReader):
             if kinds == (RAW_FRAME,):
                 cursor = self._conn.execute(
                     "DELETE FROM raw_frames WHERE id IN "
-                    "(SELECT id FROM raw_frames ORDER BY at, id LIMIT ?)",
+                    "(SELECT id FROM raw_frames ORDER BY id LIMIT ?)",
                     (limit,),
                 )
                 counts[RAW_FRAME] = cursor.rowcount
@@ -696,29 +702,42 @@ class EdgeLog(LogReader):
         if self.quota_bytes is None:
             return {}
         quota = self.quota_bytes
-        evicted: Counter[str] = Counter()
-        unacked: list[int] = []
+        total: Counter[str] = Counter()
         with self._lock:
             self._enforcing = True
             try:
-                size = self._compact()
-                for kinds in EVICTION_ORDER:
-                    step = 0
-                    while size > quota:
-                        step = self._eviction_step(size - quota, step)
-                        counts, lost = self._evict_chunk(kinds, step)
-                        if not counts or sum(counts.values()) == 0:
-                            break
-                        evicted.update(counts)
-                        unacked.extend(lost)
-                        size = self._compact()
-                    if size <= quota:
+                # The store.evicted event can itself tip the file over again: a few rounds.
+                for _round in range(3):
+                    evicted, unacked, size = self._evict_to(quota)
+                    if not evicted:
                         break
-                if evicted:
+                    total.update(evicted)
                     self._record_eviction(evicted, unacked, size)
+                    if self._compact() <= quota:
+                        break
             finally:
                 self._enforcing = False
-        return dict(evicted)
+        return dict(total)
+
+    def _evict_to(self, quota: int) -> tuple[Counter[str], list[int], int]:
+        """One pass down the eviction order until the file fits: what went, the unacked
+        seqs among it, and the size reached."""
+        evicted: Counter[str] = Counter()
+        unacked: list[int] = []
+        size = self._compact()
+        for kinds in EVICTION_ORDER:
+            step = 0
+            while size > quota:
+                step = self._eviction_step(size - quota, step)
+                counts, lost = self._evict_chunk(kinds, step)
+                if sum(counts.values()) == 0:
+                    break
+                evicted.update(counts)
+                unacked.extend(lost)
+                size = self._compact()
+            if size <= quota:
+                break
+        return evicted, unacked, size
 
     def _eviction_step(self, excess: int, previous: int) -> int:
         """Rows to evict next: the excess over the average row size, doubling when a
