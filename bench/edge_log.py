@@ -3,6 +3,7 @@
     python bench/edge_log.py                 # table: batch 50 and batch 1
     python bench/edge_log.py --json
     python bench/edge_log.py --batch 50 --batch 200 --seconds 3
+    python bench/edge_log.py --day           # bytes written in a simulated 2 040-meter day
 
 Each transaction is what a bus cycle does: ``with log.batch()`` (BEGIN IMMEDIATE), N new
 readings (natural-key check, seq, insert), COMMIT with WAL and ``synchronous=FULL`` (one
@@ -96,13 +97,89 @@ def ceiling(directory: Path, batch_size: int, seconds: float) -> dict[str, float
     }
 
 
+def _written_bytes() -> int | None:
+    """Bytes this process caused to be written to storage (Linux /proc/self/io)."""
+    try:
+        for line in Path("/proc/self/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def one_day(
+    directory: Path, meters: int = 2040, buses: int = 8, *, frames: bool = True
+) -> dict[str, float]:
+    """A simulated day of a full concentrator, for the flash-wear budget (edge.md D1.6):
+    hourly curve readings and the 00:05 daily freeze for every meter, one commit per bus
+    per cycle, two raw frames per meter read, a success statistic per bus and cycle, the
+    uplink acknowledging everything each hour and retention running hourly."""
+    path = directory / f"day-{time.monotonic_ns()}.db"
+    per_bus = [list(range(b, meters, buses)) for b in range(buses)]
+    before = _written_bytes()
+    start = time.perf_counter()
+    records = 0
+    with EdgeLog(path) as log:
+        for hour in range(24):
+            now = BASE + timedelta(hours=hour, minutes=5)
+            for bus, members in enumerate(per_bus):
+                with log.batch() as batch:
+                    for meter in members:
+                        address = f"{meter:012d}"
+                        for kind in ("curve", "daily") if hour == 0 else ("curve",):
+                            period = BASE + timedelta(hours=hour) if kind == "curve" else BASE
+                            batch.add_reading(
+                                address, "1-0:1.8.0", period, Decimal(meter * 24 + hour) / 100,
+                                "kWh", read_ts=now, source="scheduled", kind=kind,
+                            )  # fmt: skip
+                            records += 1
+                        if frames:
+                            batch.add_raw_frame(f"bus{bus}", "tx", "68" + "11" * 15 + "16", now)
+                            batch.add_raw_frame(f"bus{bus}", "rx", "68" + "22" * 40 + "16", now)
+                    batch.add_statistic("collection_success", {"bus": str(bus)}, 100, now)
+                    records += 1
+            log.acknowledge(log.last_seq())
+            log.apply_retention(now)
+        elapsed = time.perf_counter() - start
+        size = log.size_bytes()
+    after = _written_bytes()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return {
+        "records": records,
+        "seconds": elapsed,
+        "file_bytes": size,
+        "written_bytes": float(after - before) if after is not None and before is not None else -1,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, action="append", help="readings per commit")
     parser.add_argument("--seconds", type=float, default=3.0, help="time per batch size")
     parser.add_argument("--dir", type=Path, help="where the database file goes")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--day", action="store_true", help="bytes written by a simulated 2 040-meter day"
+    )
     args = parser.parse_args()
+    if args.day:
+        with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+            days = {
+                "with raw frames": one_day(Path(tmp)),
+                "without raw frames": one_day(Path(tmp), frames=False),
+            }
+        if args.json:
+            print(json.dumps(days, indent=2))
+            return
+        for label, day in days.items():
+            print(
+                f"one day, 2 040 meters, {label}: {day['records']:.0f} records "
+                f"in {day['seconds']:.1f} s, file {day['file_bytes'] / 1e6:.1f} MB, "
+                f"written {day['written_bytes'] / 1e6:.1f} MB"
+            )
+        return
     sizes = args.batch or [50, 1]
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
