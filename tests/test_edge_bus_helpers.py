@@ -28,6 +28,7 @@ from firmware_sim.load import CustomerClass, LoadProfile
 from firmware_sim.meter import Meter
 from firmware_sim.responders import Dlt645Responder, Dlt698Responder, ModbusResponder
 from firmware_sim.transports import start_transport
+from firmware_sim.wiretime import WireTime
 from shared_protocol.dlt645 import Standard
 
 # 12:00 Shanghai: far from midnight, so no freeze happens while a test runs.
@@ -125,10 +126,11 @@ def served(
     faults: FaultPlan | None = None,
     per_device_faults: dict[str, FaultPlan] | None = None,
     policy: TimingPolicy = FAST_POLICY,
+    wire: WireTime | None = None,
     **config: Any,
 ) -> Iterator[tuple[BusMaster, SimLine]]:
     """A started BusMaster on a served simulated bus; both torn down afterwards."""
-    bus = Bus(line, faults=faults)
+    bus = Bus(line, faults=faults, wire=wire)
     for device in devices:
         plan = (per_device_faults or {}).get(device.device_id)
         bus.attach(device, faults=plan)

@@ -42,6 +42,7 @@ from firmware_sim.meter import EventKind
 from firmware_sim.meter import Meter as ModelMeter
 from firmware_sim.responders import Dlt645Responder, Dlt698Responder, ModbusResponder
 from firmware_sim.responders.modbus import modbus_values
+from firmware_sim.wiretime import FixedLatency, WireTime
 from shared_protocol import dlt645, dlt698
 from shared_protocol.dlt645 import Standard
 from shared_protocol.dlt698 import OAD, Data, DataType
@@ -475,3 +476,25 @@ def test_mixed_fault_soak_100k_transactions() -> None:
     print(master.stats())
     assert sum(outcomes.values()) == 100_000
     assert checked >= 80_000
+
+
+def test_daily_pass_with_wire_time_and_line_echo_stays_near_the_theoretical_time() -> None:
+    """8 meters at 9 600 baud 8E1 with wire-time emulation, 20 ms meter latency and a
+    half-duplex adapter echoing our bytes: the pass costs little more than the wire."""
+    clock = sim_clock()
+    responders = responders_645(8, clock)
+    latency = 0.02
+    wire = WireTime(baud=9600, latency=FixedLatency(latency), echo=True)
+    with served(responders, "dlt645", "pty", wire=wire, baud=9600, echo=True) as (master, _):
+        driver = Dlt645Driver(master, now=clock.now)
+        day = driver.gateway_date()
+        started = time.monotonic()
+        results = daily_pass(driver, archive(8), day)
+        elapsed = time.monotonic() - started
+        assert all(isinstance(got, list) for got in results.values())
+        counters = master.counters
+        assert counters.echo_bytes == counters.tx_bytes
+        wire_bytes = counters.tx_bytes + counters.rx_bytes - counters.echo_bytes  # echo: same time
+        theoretical = wire_bytes * 11 / 9600 + counters.tx_frames * latency
+        print(f"wire-time pass: {elapsed:.3f} s, theoretical {theoretical:.3f} s")
+        assert elapsed <= 1.3 * theoretical
