@@ -34,7 +34,7 @@ METERS = 32
 # not cross a fork); each child opens its own. Lines go out with one os.write each, which a
 # pipe keeps whole, so a kill never leaves half a line.
 ZYGOTE = """
-import os, random, sys
+import os, random, sys, time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from edge_agent.store import EdgeLog
@@ -71,6 +71,7 @@ def writer(path, seed):
         say(f"{b.first_seq} {b.last_seq}\\n")  # only after COMMIT returned
         if rng.random() < 0.1:
             log.acknowledge(b.first_seq)
+        time.sleep(rng.uniform(0, 0.003))  # the bus's turn: keeps the file small, kills vary
 
 while True:
     request = sys.stdin.readline()
@@ -170,7 +171,7 @@ def verify(
         assert last_ack <= log.acked_seq() <= high, f"kill {kill}: the ack went back"
         (dupes,) = conn.execute(
             "SELECT count(*) FROM (SELECT 1 FROM records WHERE type = 'reading' "
-            "GROUP BY meter, obis, data_ts HAVING count(*) > 1)"
+            "GROUP BY data_ts, meter, obis HAVING count(*) > 1)"
         ).fetchone()
         assert dupes == 0, f"kill {kill}: duplicate natural keys"
         # every new reading is there once, with the value of its key, in key order
