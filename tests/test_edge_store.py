@@ -290,7 +290,7 @@ def test_correction_updates_the_row_with_a_new_seq(log: EdgeLog) -> None:
 
 
 def test_decimal_values_round_trip_exactly(log: EdgeLog) -> None:
-    values = [
+    values: list[Decimal | int] = [
         Decimal("0.1") + Decimal("0.2"),
         Decimal("0.1") * 3,
         Decimal("123456789012345678.000001"),
