@@ -86,6 +86,9 @@ _CORRECT_READING: Final = (
 #: Bounded so a burst cannot grow the -wal file without limit on flash (edge.md D1.6).
 DEFAULT_JOURNAL_SIZE_LIMIT: Final = 4 << 20
 DEFAULT_BUSY_TIMEOUT_MS: Final = 5000
+#: STRICT tables (3.37) keep values TEXT; DELETE … RETURNING (3.35) counts evictions.
+#: Debian 12, Ubuntu 22.04 and current Yocto ship newer; Debian 11 (3.34) does not.
+MIN_SQLITE: Final = (3, 37, 0)
 #: SQLITE_CORRUPT and SQLITE_NOTADB: the primary result codes that mean a damaged file.
 _CORRUPTION_CODES: Final = frozenset({11, 26})
 #: Quota alarm thresholds (edge.md D1.5), as fractions of the quota.
@@ -444,6 +447,11 @@ class EdgeLog(LogReader):
         journal_size_limit: int = DEFAULT_JOURNAL_SIZE_LIMIT,
         check: Literal["integrity", "quick"] = "integrity",
     ) -> None:
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise StoreError(
+                f"the log needs SQLite ≥ {'.'.join(map(str, MIN_SQLITE))} (STRICT tables, "
+                f"RETURNING); this Python links {sqlite3.sqlite_version}"
+            )
         if check not in ("integrity", "quick"):
             raise InvalidRecordError(f"check must be 'integrity' or 'quick', not {check!r}")
         if quota_bytes is not None and quota_bytes <= 0:
