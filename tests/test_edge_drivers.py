@@ -498,3 +498,22 @@ def test_daily_pass_with_wire_time_and_line_echo_stays_near_the_theoretical_time
         theoretical = wire_bytes * 11 / 9600 + counters.tx_frames * latency
         print(f"wire-time pass: {elapsed:.3f} s, theoretical {theoretical:.3f} s")
         assert elapsed <= 1.3 * theoretical
+
+
+def test_long_replies_are_joined_from_follow_up_frames() -> None:
+    clock = sim_clock()
+    responder = Dlt645Responder(model_meter(address_645(1), seed=1), clock, max_data=20)
+    with served([responder], "dlt645", "pty") as (master, _):
+        driver = Dlt645Driver(master, now=clock.now)
+        start = clock.now() - timedelta(hours=6)
+        points = driver.read_curve(archive(1)[0], start, 20)
+        model_points = {meter_time_to_utc(p.time): p for p in responder.meter.curve}
+        assert len(points) == 20
+        for reading in points:
+            assert reading.value == Decimal(model_points[reading.time].active_w) / 1000
+        assert master.counters.tx_frames > 1  # the first reply said "more follows"
+        # a freeze block (24 bytes) no longer fits one frame either: joined the same way
+        day = driver.gateway_date()
+        before = master.counters.tx_frames
+        check_against_truth(driver.read_daily_frozen(archive(1)[0], day), responder.meter, day)
+        assert master.counters.tx_frames - before > 4

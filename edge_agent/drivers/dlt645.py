@@ -36,7 +36,7 @@ from edge_agent.drivers.base import (
 )
 from shared_protocol import dlt645
 from shared_protocol.dlt645 import Standard
-from shared_protocol.errors import ProtocolError
+from shared_protocol.errors import MalformedFrameError, ProtocolError
 from shared_protocol.quantities import MeterValue
 from shared_protocol.timebase import DEFAULT_METER_ZONE
 
@@ -77,6 +77,8 @@ EVENTS_2007: Final = {
     "cover_open": (0x03300D00, 0x03300D00),
 }
 _MAX_REPLY: Final = 4 + 16 + 200  # preamble + frame overhead + the largest data field
+# A 200-byte frame limit and L ≤ 255 points make longer chains a corrupted flag, not data.
+_MAX_FOLLOW_UPS: Final = 16
 
 
 def _obis_of(di: int, standard: Standard) -> frozenset[str]:
@@ -121,10 +123,43 @@ class Dlt645Driver(Driver):
         frame = result.reply
         assert isinstance(frame, dlt645.Frame)
         try:
+            if frame.control.follow_up and self.standard is V2007:
+                return self._follow_ups(meter, di, frame, priority), result
             response = dlt645.decode_read_response(frame, self.standard)
         except ProtocolError as exc:
             raise ReadFailed(meter.key, f"decode {di:08X}", _as_bad(result, str(exc))) from exc
         return response.values, result
+
+    def _follow_ups(
+        self, meter: Meter, di: int, first: dlt645.Frame, priority: Priority | None
+    ) -> tuple[MeterValue, ...]:
+        """A reply with D5 set continues in follow-up frames (C=12H, DI + SEQ 1, 2…);
+        the parts' data are joined and decoded as one item."""
+        item = dlt645.data_item(di, self.standard)
+        if item is None:
+            raise MalformedFrameError(f"DI {di:08X} is not in the 2007 table")
+        body = bytearray(first.data[4:])
+        frame = first
+        seq = 0
+        while frame.control.follow_up:
+            seq += 1
+            if seq > _MAX_FOLLOW_UPS:
+                raise MalformedFrameError(f"more than {_MAX_FOLLOW_UPS} follow-up frames")
+            request = dlt645.encode_frame(
+                dlt645.read_follow_up_request(meter.address, di, seq, self.standard)
+            )
+            transaction = Transaction(
+                meter.key,
+                request,
+                Dlt645Match(meter.address, 0x12, di, self.standard),
+                label=f"follow-up {di:08X} #{seq}",
+                reply_bytes=_MAX_REPLY,
+            )
+            result = self._transact(meter, f"follow-up {di:08X}", transaction, priority)
+            assert isinstance(result.reply, dlt645.Frame)
+            frame = result.reply
+            body += frame.data[4:-1]  # DI … SEQ
+        return tuple(item.decode(bytes(body)))
 
     def _values(self, meter: Meter, di: int, priority: Priority | None) -> tuple[MeterValue, ...]:
         return self.read_di(meter, di, priority)[0]
@@ -262,8 +297,16 @@ class Dlt645Driver(Driver):
             reply_bytes=_MAX_REPLY,
         )
         result = self._transact(meter, f"curve {di:08X}", transaction, priority)
-        assert isinstance(result.reply, dlt645.Frame)
-        values = dlt645.decode_read_response(result.reply).values[:count]
+        frame = result.reply
+        assert isinstance(frame, dlt645.Frame)
+        try:
+            if frame.control.follow_up:
+                decoded = self._follow_ups(meter, di, frame, priority)
+            else:
+                decoded = dlt645.decode_read_response(frame).values
+        except ProtocolError as exc:
+            raise ReadFailed(meter.key, f"decode {di:08X}", _as_bad(result, str(exc))) from exc
+        values = decoded[:count]
         return [
             Reading(
                 meter.key, v.obis, v.value, v.unit, self.to_utc(local + i * CURVE_STEP), "curve"
