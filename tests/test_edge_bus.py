@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from concurrent.futures import Future
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -31,6 +32,7 @@ from edge_agent.bus import (
 )
 from firmware_sim.faults import FaultPlan
 from firmware_sim.responders import Dlt645Responder, ModbusResponder
+from firmware_sim.wiretime import WireTime
 from shared_protocol import dlt645, modbus
 
 LISTENS = ["pty", "tcp://127.0.0.1:0"]
@@ -355,6 +357,7 @@ def test_public_names_are_pinned() -> None:
         "Line",
         "LineError",
         "LineEvent",
+        "ListenOnly",
         "Match",
         "MeterHealth",
         "ModbusMatch",
@@ -380,3 +383,24 @@ def test_public_names_are_pinned() -> None:
     } <= set(edge_agent.drivers.__all__)
     with pytest.raises(ValueError, match="no driver"):
         edge_agent.drivers.driver_for("iec62056", BusMaster(bus_config("/dev/null")))
+
+
+@pytest.mark.parametrize("line_echo", [False, True])
+def test_detect_echo(line_echo: bool) -> None:
+    wire = WireTime(baud=115200, echo=line_echo)
+    with served(static_meters(1), "dlt645", "pty", wire=wire) as (master, _):
+        probe = dlt645.encode_frame(dlt645.read_request("999999999998", 0x04000401))
+        assert master.detect_echo(probe, "dlt645") is line_echo
+
+
+def test_reconfigure_applies_timing_and_reopens_for_port_settings() -> None:
+    meters = static_meters(1)
+    with served(meters, "dlt645", "pty") as (master, _):
+        address = meters[0].meter.address
+        assert master.transact(read_tx(address)).ok
+        master.reconfigure(replace(master.config, retries=0, response_timeout_ms=150))
+        assert master.transact(read_tx(address)).ok
+        assert master.config.retries == 0 and master.counters.reopens == 0
+        master.reconfigure(replace(master.config, baud=9600))
+        assert master.transact(read_tx(address)).ok
+        assert master.counters.reopens == 1

@@ -8,6 +8,7 @@ master    BusMaster: priority queue, timing, retries, quarantine, counters, trac
 from edge_agent.bus.framing import (
     Dlt645Match,
     Dlt698Match,
+    ListenOnly,
     Match,
     ModbusMatch,
     Outcome,
@@ -35,6 +36,7 @@ __all__ = [
     "Line",
     "LineError",
     "LineEvent",
+    "ListenOnly",
     "Match",
     "MeterHealth",
     "ModbusMatch",

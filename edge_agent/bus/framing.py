@@ -20,6 +20,7 @@ from shared_protocol.errors import ProtocolError
 __all__ = [
     "Dlt645Match",
     "Dlt698Match",
+    "ListenOnly",
     "Match",
     "ModbusMatch",
     "Outcome",
@@ -197,3 +198,13 @@ class ModbusMatch:
         if self.count is not None and len(frame.registers) != self.count:
             return Match(Verdict.STALE, address=address)
         return Match(Verdict.REPLY, Outcome.OK, reply=frame, address=address)
+
+
+@dataclass(frozen=True)
+class ListenOnly:
+    """Accepts nothing: the transaction listens until its deadline (echo detection)."""
+
+    family: str
+
+    def classify(self, frame: object) -> Match:
+        return _IGNORE

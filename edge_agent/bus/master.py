@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any, Final
 
-from edge_agent.bus.framing import Match, Outcome, ReplyMatcher, Verdict, new_parser
+from edge_agent.bus.framing import ListenOnly, Match, Outcome, ReplyMatcher, Verdict, new_parser
 from edge_agent.bus.line import Line, LineError
 from edge_agent.config import BusConfig
 from shared_protocol.stream import Discarded
@@ -254,6 +254,7 @@ class BusMaster:
         self._reopen_backoff = self.policy.reopen_backoff
         self._current_meter = ""
         self._rx_log = bytearray()
+        self._new_config: BusConfig | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -333,6 +334,25 @@ class BusMaster:
         entries = list(self._trace)
         return [e for e in entries if meter is None or e.meter == meter]
 
+    def reconfigure(self, config: BusConfig) -> None:
+        """Apply a changed bus config without a restart: timing at once (next
+        transaction), port settings (``line_settings``) by a reopen in the worker."""
+        with self._wake:
+            self._new_config = config
+            self._wake.notify()
+
+    def detect_echo(self, request: bytes, family: str) -> bool:
+        """Whether the line hands our own bytes back (a half-duplex adapter without echo
+        suppression): send ``request`` to an address nobody has and look at what returns.
+        """
+        echo_before = self.counters.echo_bytes
+        transaction = Transaction("", request, ListenOnly(family), label="echo probe", retries=0)
+        result = self.transact(transaction, Priority.ON_DEMAND)
+        if self.counters.echo_bytes > echo_before:
+            return True  # echo = true already, and the line stripped it
+        sent = request.hex(" ").upper()
+        return bool(result.rx_hex) and result.rx_hex.startswith(sent)
+
     def stats(self) -> dict[str, Any]:
         out = self.counters.as_dict()
         out["bus"] = self.name
@@ -350,6 +370,9 @@ class BusMaster:
                 if self._stopping:
                     return
                 item = heapq.heappop(self._queue)
+                new_config, self._new_config = self._new_config, None
+            if new_config is not None:
+                self._apply_config(new_config)
             if not item.future.set_running_or_notify_cancel():
                 continue
             try:
@@ -557,6 +580,14 @@ class BusMaster:
             )
 
     # ------------------------------------------------------------ the port
+
+    def _apply_config(self, config: BusConfig) -> None:
+        reopen = config.line_settings != self.config.line_settings
+        self.config = config
+        self._line.config = config
+        if reopen and self._line.is_open:
+            logger.info("bus %s: port settings changed; reopening %s", self.name, config.port)
+            self._line.close()
 
     def _ensure_open(self) -> bool:
         if self._line.is_open:
