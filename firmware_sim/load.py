@@ -116,6 +116,13 @@ class LoadProfile:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", SHAPES[CustomerClass(self.customer_class)])
+        key = (self.customer_class, self.seed, self.scale, self.noise, self.pv_peak_watts)
+        object.__setattr__(self, "_hash", hash(key))
+
+    def __hash__(self) -> int:
+        # Hashed once: the slot cache below looks a profile up for every meter at every
+        # step, and the generated hash would rehash the whole class shape each time.
+        return self._hash  # type: ignore[attr-defined, no-any-return]
 
     def power(self, utc_us: int) -> tuple[int, int]:
         return _slot_power(self, utc_us // SLOT_US)

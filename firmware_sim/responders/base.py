@@ -50,3 +50,15 @@ class Responder:
     def _bring_up_to_date(self) -> None:
         if self.clock is not None:
             self._sync(self.clock.now_us())
+
+    def _may_have_changed(self) -> bool:
+        """Could a meter-state fault (a replacement's new address, death) be due by now?
+
+        Bringing a whole transformer area up to date costs far more than a frame decode, so
+        a request for another address is dropped early unless the meter's own state may
+        have changed since it was last advanced.
+        """
+        if self.clock is None:
+            return False
+        due = self.meter.next_fault_us()
+        return due is not None and due <= self.clock.now_us()

@@ -118,11 +118,17 @@ class Dlt645Responder(Responder):
             return None  # a meter ignores what it cannot frame
         if frame.control.response:
             return None
+        broadcast = frame.address == BROADCAST_ADDRESS
+        if (
+            not broadcast
+            and not address_matches(frame.address, self.meter.address)
+            and not self._may_have_changed()
+        ):
+            return None
         self._bring_up_to_date()
         meter = self.meter
         if not meter.answering:
             return None
-        broadcast = frame.address == BROADCAST_ADDRESS
         if broadcast:
             self._broadcast(frame)
             if not (self.standard is V1997 and frame.control.function in (0x01, 0x02)):

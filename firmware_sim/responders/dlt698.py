@@ -279,8 +279,14 @@ class Dlt698Responder(Responder):
             apdu = decode_apdu(frame.apdu) if not frame.control.fragmented else None
         except ProtocolError:
             return None
-        if apdu is None or frame.control.from_server or not self._addressed(frame.address):
+        if apdu is None or frame.control.from_server:
             return None
+        if not self._addressed(frame.address):
+            if not self._may_have_changed():
+                return None  # cheap: no need to bring the whole area up to date
+            self._bring_up_to_date()
+            if not self._addressed(frame.address):
+                return None
         self._bring_up_to_date()
         if not self.meter.answering:
             return None
