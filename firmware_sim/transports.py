@@ -164,6 +164,24 @@ class _Served:
         """Wait until :meth:`close` (the transport already serves once started)."""
         await self._stopped.wait()
 
+    async def start(self) -> object:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
 
 class PtyTransport(_Served):
     """The bus on a pseudo-terminal; the agent opens :attr:`path` as its serial port."""
@@ -257,18 +275,6 @@ class PtyTransport(_Served):
         os.close(self._slave_fd)
         self._master_fd = self._slave_fd = -1
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
-
 
 class TcpSerialServer(_Served):
     """The bus behind a TCP port, like an RS-485-to-Ethernet converter in server mode."""
@@ -344,18 +350,6 @@ class TcpSerialServer(_Served):
         self._server = None
         await self._cancel_tasks()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
-
 
 class MemoryTransport(_Served):
     """The master's end of the line in memory: :meth:`write` requests, :meth:`read` bytes."""
@@ -403,15 +397,3 @@ class MemoryTransport(_Served):
 
     async def close(self) -> None:
         await self._cancel_tasks()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
