@@ -16,7 +16,7 @@ Exceptions::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -130,6 +130,57 @@ class Driver:
         self.zone = zone
         self.now = now or (lambda: datetime.now(UTC))
         self.priority = priority
+
+    # ------------------------------------------------------------ the collection needs
+    # Every driver answers these; what a protocol or meter model lacks raises NotSupported.
+
+    def read_realtime(
+        self,
+        meter: Meter,
+        quantities: Iterable[str] | None = None,
+        priority: Priority | None = None,
+    ) -> list[Reading]:
+        raise NotSupported(f"{self.protocol}: no real-time reads")
+
+    def read_daily_frozen(
+        self, meter: Meter, day: date, *, reverse: bool = True, priority: Priority | None = None
+    ) -> list[Reading]:
+        raise NotSupported(f"{self.protocol}: no daily freezes")
+
+    def read_monthly_frozen(
+        self, meter: Meter, month: date, *, priority: Priority | None = None
+    ) -> list[Reading]:
+        raise NotSupported(f"{self.protocol}: no monthly freezes")
+
+    def read_curve(
+        self,
+        meter: Meter,
+        start: datetime,
+        count: int,
+        quantity: str = "1-0:16.7.0",
+        priority: Priority | None = None,
+    ) -> list[Reading]:
+        raise NotSupported(f"{self.protocol}: no load profile")
+
+    def read_events(
+        self,
+        meter: Meter,
+        kinds: Sequence[str] = ("power_down", "cover_open"),
+        depth: int = 10,
+        known: dict[str, int] | None = None,
+        priority: Priority | None = None,
+    ) -> list[MeterEvent]:
+        raise NotSupported(f"{self.protocol}: no event records")
+
+    def read_clock(self, meter: Meter, priority: Priority | None = None) -> ClockReading:
+        raise NotSupported(f"{self.protocol}: no readable clock")
+
+    def sync_clock(
+        self, meter: Meter, when: datetime, priority: Priority | None = None
+    ) -> TransactionResult:
+        raise NotSupported(f"{self.protocol}: no per-meter clock set")
+
+    # ------------------------------------------------------------ plumbing
 
     def to_utc(self, local: datetime) -> datetime:
         return meter_time_to_utc(local, self.zone)

@@ -405,7 +405,9 @@ class Dlt645Driver(Driver):
         meter_utc = self.to_utc(shown)
         return ClockReading(meter.key, shown, meter_utc, gateway, meter_utc - gateway, result)
 
-    def sync_clock(self, meter: Meter, when: datetime, priority: Priority | None = None) -> None:
+    def sync_clock(
+        self, meter: Meter, when: datetime, priority: Priority | None = None
+    ) -> TransactionResult:
         raise NotSupported(
             "645 meters are set by broadcast (sync_clock_broadcast); a per-meter write "
             "needs the level-04 password"

@@ -10,7 +10,7 @@ the value is filed under the day the meter froze it, whatever its clock says now
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
@@ -230,11 +230,16 @@ class Dlt698Driver(Driver):
     def read_events(
         self,
         meter: Meter,
-        kinds: Iterable[str] = ("power_down", "cover_open"),
+        kinds: Sequence[str] = ("power_down", "cover_open"),
         depth: int = 10,
+        known: dict[str, int] | None = None,
         priority: Priority | None = None,
     ) -> list[MeterEvent]:
-        """The newest records of 3011 (power down) / 301B (cover open), selector 9."""
+        """The newest records of 3011 (power down) / 301B (cover open), selector 9.
+
+        ``known`` is accepted for the common signature; 698 records carry no counter we
+        read here, so callers deduplicate by start time.
+        """
         events: list[MeterEvent] = []
         for kind in kinds:
             table = EVENT_TABLES.get(kind)

@@ -1,19 +1,19 @@
 """Modbus RTU meters: the register map's planned block reads, values by the map.
 
 DIN-rail Modbus meters keep no freezes, curves, events or clock we could read, so only
-real-time values are collected; the edge keeps the history itself. ``plan_reads`` groups
+real-time values are collected (the other needs raise ``NotSupported`` from the base);
+the edge keeps the history itself. ``plan_reads`` groups
 the wanted quantities into the fewest contiguous 03/04 reads the map allows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, datetime
 from typing import Final
 
 from edge_agent.archive import Meter
 from edge_agent.bus import ModbusMatch, Priority, Transaction
-from edge_agent.drivers.base import ClockReading, Driver, NotSupported, Reading, readings_from
+from edge_agent.drivers.base import Driver, NotSupported, Reading, readings_from
 from shared_protocol import modbus
 
 __all__ = ["ModbusDriver"]
@@ -58,18 +58,3 @@ class ModbusDriver(Driver):
             readings += readings_from(meter.key, values, self._reply_time(), "realtime")
         wanted = set(only) if only is not None else None
         return [r for r in readings if wanted is None or r.obis in wanted]
-
-    def _none(self, what: str) -> NotSupported:
-        return NotSupported(f"Modbus meters keep no {what}; the edge records real-time values")
-
-    def read_daily_frozen(self, meter: Meter, day: date, **_: object) -> list[Reading]:
-        raise self._none("daily freezes")
-
-    def read_monthly_frozen(self, meter: Meter, month: date, **_: object) -> list[Reading]:
-        raise self._none("monthly freezes")
-
-    def read_curve(self, meter: Meter, start: datetime, count: int, **_: object) -> list[Reading]:
-        raise self._none("load profile")
-
-    def read_clock(self, meter: Meter, priority: Priority | None = None) -> ClockReading:
-        raise self._none("clock")
