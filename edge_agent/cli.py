@@ -18,6 +18,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,10 @@ from edge_agent.service import (
     NO_TASKS,
     Agent,
     AgentError,
+    ledger_query,
     log_health,
     offline_status,
+    offline_tasks,
     plain,
     read_meter,
     scan_bus,
@@ -709,8 +712,26 @@ def _need_tasks() -> Any:
     return module
 
 
+def _tasks_text(data: dict[str, Any]) -> str:
+    rows = []
+    for name, entry in data.get("tasks", {}).items():
+        today = entry.get("today") or {}
+        rows.append(
+            {
+                "task": name,
+                "enabled": entry.get("enabled", ""),
+                "last_slot": entry.get("last_slot"),
+                "next_due": entry.get("next_due", ""),
+                "today": f"{today.get('got', '-')}/{today.get('expected', '-')}" if today else "",
+            }
+        )
+    head = "daemon running" if data.get("running", True) else "daemon not running (ledger)"
+    return head + "\n" + _table(rows, ["task", "enabled", "last_slot", "next_due", "today"])
+
+
 @cli.command(
-    help="""Collection tasks: schedule, last and next run, success per task.
+    help="""Collection tasks: last slot, last and next run, today's success per task. With the
+    daemon down, what the ledger says (read-only).
 
     \b
     Example:
@@ -722,16 +743,17 @@ def _need_tasks() -> Any:
 def tasks(state: State, as_json: bool) -> None:
     _need_tasks()
     client = state.daemon()
-    if client is None:
-        raise RuntimeFailure(
-            "the daemon is not running; `edge-agent ledger` shows what was collected"
-        )
-    emit(_remote(client, "tasks"), as_json, lambda d: json.dumps(d, indent=2, default=str))
+    try:
+        data = _remote(client, "tasks") if client else offline_tasks(state.config)
+    except AgentError as exc:
+        raise RuntimeFailure(str(exc)) from None
+    emit(data, as_json, _tasks_text)
 
 
 @cli.command(
-    help="""The expected-slot ledger: per task and day, expected / got / failed slots with
-    reasons. Read-only; works with the daemon down.
+    help="""The expected-slot ledger: slots of a task and day (expected / got / failed /
+    exhausted, with reasons and attempts) and the success rate. Read-only; works with the
+    daemon down. DAY is YYYY-MM-DD (the gateway's local day).
 
     \b
     Example:
@@ -739,29 +761,28 @@ def tasks(state: State, as_json: bool) -> None:
     """
 )
 @click.argument("task", required=False)
-@click.argument("day", required=False)
+@click.argument("day", required=False, type=click.DateTime(formats=["%Y-%m-%d"]))
+@click.option("--limit", type=click.IntRange(min=0), default=200, show_default=True)
 @json_option
 @pass_state
-def ledger(state: State, task: str | None, day: str | None, as_json: bool) -> None:
-    module = _need_tasks()
-    from edge_agent.service import _ledger_path
-
-    path = _ledger_path(state.config)
-    if not path.exists():
-        raise RuntimeFailure(f"no ledger at {path} yet; the daemon creates it")
-    book = module.Ledger(path)
+def ledger(state: State, task: str | None, day: datetime | None, limit: int, as_json: bool) -> None:
+    _need_tasks()
     try:
-        data = {
-            "slots": plain(book.slots(task=task, day=day)),
-            "success": plain(book.success(task=task, day=day)),
-        }
-    except TypeError as exc:
-        raise RuntimeFailure(f"ledger query not supported by this build: {exc}") from None
-    finally:
-        close = getattr(book, "close", None)
-        if close is not None:
-            close()
-    emit(data, as_json, lambda d: json.dumps(d, indent=2, default=str))
+        data = ledger_query(state.config, task, day.date() if day else None, limit)
+    except AgentError as exc:
+        raise RuntimeFailure(str(exc)) from None
+
+    def text(d: dict[str, Any]) -> str:
+        success = d["success"]
+        head = (
+            f"{d['task'] or 'all tasks'}, {d['day'] or 'all days'}: {success['got']}/"
+            f"{success['expected']} got, {success['failed']} failed, {success['pending']} "
+            f"pending (rate {success['rate']}, {success['gate']})"
+        )
+        columns = ["task", "meter", "slot", "state", "attempts", "reason"]
+        return head + "\n" + _table(d["slots"], columns)
+
+    emit(data, as_json, text)
 
 
 @cli.command(

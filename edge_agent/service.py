@@ -40,6 +40,7 @@ from decimal import Decimal
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from edge_agent import __version__
 from edge_agent.archive import Meter, MeterArchive
@@ -63,7 +64,10 @@ from shared_protocol.quantities import QUANTITIES
 __all__ = [
     "Agent",
     "AgentError",
+    "jsonable",
+    "ledger_path",
     "log_health",
+    "offline_tasks",
     "parse_read_target",
     "read_meter",
     "scan_bus",
@@ -158,6 +162,15 @@ def plain(value: Any) -> Any:
     if hasattr(value, "value") and hasattr(value, "name") and not isinstance(value, str):
         return plain(value.value)  # enums
     return value
+
+
+def jsonable(value: Any) -> Any:
+    """Like :func:`plain`, but objects that know their JSON form (``to_dict``) use it."""
+    if hasattr(value, "to_dict"):
+        return plain(value.to_dict())
+    if isinstance(value, list | tuple):
+        return [jsonable(item) for item in value]
+    return plain(value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -425,6 +438,51 @@ def offline_status(config: EdgeConfig) -> dict[str, Any]:
     return out
 
 
+def offline_tasks(config: EdgeConfig, *, now: datetime | None = None) -> dict[str, Any]:
+    """Per task: last slot, last run and today's success, from the ledger (read-only)."""
+    tasks = tasks_module()
+    if tasks is None:
+        raise AgentError(NO_TASKS)
+    path = ledger_path(config)
+    if not path.exists():
+        raise AgentError(f"no ledger at {path} yet; the daemon creates it on its first start")
+    zone = config.gateway.timezone
+    today = (now or datetime.now(UTC)).astimezone(ZoneInfo(zone)).date()
+    with tasks.Ledger(path, zone=zone, readonly=True) as ledger:
+        entries: dict[str, Any] = {}
+        for task in tasks.TASKS:
+            last_slot = ledger.last_slot(task)
+            last_run = ledger.last_run(task)
+            entries[task] = {
+                "last_slot": plain(last_slot),
+                "last_run_at": plain(last_run),
+                "today": ledger.success(task=task, day=today).to_dict(),
+            }
+        return {"running": False, "timezone": zone, "tasks": entries}
+
+
+def ledger_query(
+    config: EdgeConfig, task: str | None = None, day: date | None = None, limit: int = 200
+) -> dict[str, Any]:
+    """The ledger's slots (oldest first, up to ``limit``) and success over the same filter."""
+    tasks = tasks_module()
+    if tasks is None:
+        raise AgentError(NO_TASKS)
+    path = ledger_path(config)
+    if not path.exists():
+        raise AgentError(f"no ledger at {path} yet; the daemon creates it on its first start")
+    with tasks.Ledger(path, zone=config.gateway.timezone, readonly=True) as ledger:
+        slots = ledger.slots(task=task, day=day, limit=limit or None)
+        stats = ledger.success(task=task, day=day)
+        return {
+            "task": task,
+            "day": plain(day),
+            "success": stats.to_dict(),
+            "slots": [slot.to_dict() for slot in slots],
+            "truncated": bool(limit) and len(slots) >= limit,
+        }
+
+
 # ---------------------------------------------------------------------------------------------
 # The daemon
 
@@ -439,8 +497,12 @@ class Agent:
         *,
         environ: Mapping[str, str] | None = None,
         tick_s: float = TICK_S,
+        collector_factory: Callable[[Agent, MeterArchive], Any] | None = None,
     ) -> None:
+        """``collector_factory(agent, archive)`` replaces the tasks package's Collector
+        (tests; a build without ``edge_agent.tasks``); it runs on the scheduler thread."""
         self.config = config
+        self.collector_factory = collector_factory
         self.environ = dict(os.environ if environ is None else environ)
         self.tick_s = tick_s
         self.log: EdgeLog | None = None
@@ -565,15 +627,10 @@ class Agent:
         archive = MeterArchive.from_config(self.config)
         try:
             self.archive_revision = archive.revision
-            tasks = tasks_module()
-            if tasks is not None:
-                try:
-                    self.ledger = tasks.Ledger(_ledger_path(self.config))
-                    self.collector = tasks.Collector(
-                        self.config, archive, self.log, self.masters, self.ledger
-                    )
-                except Exception as exc:
-                    self._task_failed("starting the collector", exc)
+            try:
+                self.collector = self._make_collector(archive)
+            except Exception as exc:
+                self._task_failed("starting the collector", exc)
             self._scheduler_ready.set()
             while not self._stop.is_set():
                 self._heartbeat = time.monotonic()
@@ -590,6 +647,15 @@ class Agent:
             self._scheduler_ready.set()
             self._cancel_jobs()
             archive.close()
+
+    def _make_collector(self, archive: MeterArchive) -> Any:
+        if self.collector_factory is not None:
+            return self.collector_factory(self, archive)
+        tasks = tasks_module()
+        if tasks is None:
+            return None
+        self.ledger = tasks.Ledger(ledger_path(self.config), zone=self.config.gateway.timezone)
+        return tasks.Collector(self.config, archive, self.log, self.masters, self.ledger)
 
     def _wait_for_work(self) -> None:
         deadline = time.monotonic() + self.tick_s
@@ -749,16 +815,18 @@ class Agent:
 
     def tasks(self) -> Any:
         collector = self._collector()
-        return plain(self.on_scheduler(collector.status))
+        status = self.on_scheduler(collector.status)
+        return plain(status) | {"task_errors": self.task_errors, "last_error": self.last_error}
 
     def backfill(self, days: int | None = None, meters: list[str] | None = None) -> Any:
         collector = self._collector()
         window = self.config.tasks.backfill_days if days is None else days
-        return plain(self.on_scheduler(lambda: collector.backfill(window, meters or None)))
+        return jsonable(self.on_scheduler(lambda: collector.backfill(window, meters or None)))
 
     def clock(self, meters: list[str] | None = None, sync: bool = False) -> Any:
         collector = self._collector()
-        return plain(self.on_scheduler(lambda: collector.clock_check(meters or None, sync=sync)))
+        checks = self.on_scheduler(lambda: collector.clock_check(meters or None, sync=sync))
+        return jsonable(checks)
 
     def handle(self, op: str, args: Mapping[str, Any]) -> Any:
         """One control request → its result (raises AgentError / TypeError on bad input)."""
@@ -799,7 +867,7 @@ def retention_rules(config: EdgeConfig) -> RetentionRules:
     )
 
 
-def _ledger_path(config: EdgeConfig) -> Path:
+def ledger_path(config: EdgeConfig) -> Path:
     """The ledger sits next to the log (its own file: the log's writer stays the only one)."""
     storage = Path(config.storage.path)
     return storage.with_name("ledger.db")
