@@ -597,6 +597,7 @@ class Collector:
                 if due > now:
                     continue
                 by_day[row.day][row.task][row.meter].append(row.slot)
+            recovered: set[date] = set()
             for day in sorted(by_day):
                 for task in BACKFILL_TASKS:
                     per_meter = by_day[day].get(task)
@@ -610,6 +611,11 @@ class Collector:
                     part = self._execute(task, jobs, "backfill", Priority.BACKFILL)
                     part.slots = sorted({s for _, slots in jobs.values() for s in slots})
                     report.add(part)
+                    if part.got and self.ledger.is_published("success", day):
+                        recovered.add(day)
+            # central already has these days' rates: send the better ones
+            for day in sorted(recovered):
+                self.publish_statistics(day)
             report.duration_s = monotonic_time.monotonic() - started
             self._last_backfill = now
             return report
@@ -962,7 +968,9 @@ def _counts(stats: SuccessStats) -> dict[str, Any]:
 def _reason(exc: BaseException) -> str:
     """A short, stable failure reason for the ledger: the outcome, then the detail."""
     if isinstance(exc, ReadFailed):
-        return f"{exc.outcome.value}: {exc}"
+        # "timeout: read 04000101" — the outcome first, so reasons group by it
+        what = str(exc).removeprefix(f"meter {exc.meter}: ").rsplit(": ", 1)[0]
+        return f"{exc.outcome.value}: {what}"
     if isinstance(exc, RecordNotFound):
         return f"record_not_found: {exc}"
     if isinstance(exc, DriverError):

@@ -534,3 +534,10 @@ class Ledger:
                 (what, day.isoformat()),
             )
             return cursor.rowcount == 1
+
+    def is_published(self, what: str, day: date) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM published WHERE what = ? AND day = ?", (what, day.isoformat())
+            ).fetchone()
+        return row is not None
