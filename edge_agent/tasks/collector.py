@@ -413,14 +413,10 @@ class Collector:
             try:
                 if task == "daily_frozen":
                     day = self._local_day(slot)
-                    outcome.readings = driver.read_daily_frozen(  # type: ignore[attr-defined]
-                        meter, day, priority=priority
-                    )
+                    outcome.readings = driver.read_daily_frozen(meter, day, priority=priority)
                 elif task == "monthly_frozen":
                     month = self._local_day(slot)
-                    outcome.readings = driver.read_monthly_frozen(  # type: ignore[attr-defined]
-                        meter, month, priority=priority
-                    )
+                    outcome.readings = driver.read_monthly_frozen(meter, month, priority=priority)
                 elif task == "events":
                     outcome.events = self._read_events(driver, meter, priority)
                 else:
@@ -450,9 +446,7 @@ class Collector:
                 runs.append([slot])
         for run in runs:
             try:
-                readings = driver.read_curve(  # type: ignore[attr-defined]
-                    meter, run[0], len(run), priority=priority
-                )
+                readings = driver.read_curve(meter, run[0], len(run), priority=priority)
             except NotSupported as exc:
                 return [
                     _Outcome(meter, slot, reason=f"not_supported: {exc}", skipped=True)
@@ -712,7 +706,7 @@ class Collector:
 
     def _read_clock(self, meter: Meter) -> ClockReading | str:
         try:
-            return self.driver(meter).read_clock(meter, priority=Priority.SCHEDULED)  # type: ignore[attr-defined, no-any-return]
+            return self.driver(meter).read_clock(meter, priority=Priority.SCHEDULED)
         except Exception as exc:  # a failure is recorded, never raised
             return _reason(exc)
 
@@ -862,19 +856,15 @@ class Collector:
         name = what.strip()
         readings: list[Reading]
         if name.lower() == "realtime":
-            readings = driver.read_realtime(meter, priority=priority)  # type: ignore[attr-defined]
+            readings = driver.read_realtime(meter, priority=priority)
         elif name.lower() == "daily":
             slot = schedule.latest_slot("daily_frozen", now, self.config.tasks, self.zone)
-            readings = driver.read_daily_frozen(  # type: ignore[attr-defined]
-                meter, self._local_day(slot), priority=priority
-            )
+            readings = driver.read_daily_frozen(meter, self._local_day(slot), priority=priority)
         elif name.lower() == "monthly":
             slot = schedule.latest_slot("monthly_frozen", now, self.config.tasks, self.zone)
-            readings = driver.read_monthly_frozen(  # type: ignore[attr-defined]
-                meter, self._local_day(slot), priority=priority
-            )
+            readings = driver.read_monthly_frozen(meter, self._local_day(slot), priority=priority)
         elif ":" in name or name.count(".") >= 2:
-            readings = driver.read_realtime(meter, [name], priority=priority)  # type: ignore[attr-defined]
+            readings = driver.read_realtime(meter, [name], priority=priority)
             if not readings:
                 raise ValueError(f"{meter.protocol} meter {meter.key} gave no {name}")
         elif isinstance(driver, Dlt645Driver) and (_HEX8.match(name) or _HEX4.match(name)):
