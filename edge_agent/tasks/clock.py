@@ -76,7 +76,9 @@ def decide(
 
 def next_allowed(now: datetime, config: ClockConfig, zone: ZoneInfo) -> datetime:
     """The first instant at or after ``now`` outside the forbidden window (to the second)."""
-    moment = now
+    if not config.is_forbidden(now.astimezone(zone).time()):
+        return now
+    moment = now.replace(microsecond=0)
     # The window is at most 29 min on either side of the hour; one hour of steps suffices.
     for _ in range(3600):
         if not config.is_forbidden(moment.astimezone(zone).time()):
