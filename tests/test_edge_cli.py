@@ -136,9 +136,9 @@ def test_meters_add_list_show_export_import_rm(config: Path, tmp_path: Path) -> 
 
     added = invoke_json(
         config,
-        "meters", "add", "--address", "000000000033", "--protocol", "dlt645-2007", "--bus", "line-645",
-        "--ct-ratio", "50",
-    )  # fmt: skip
+        *("meters", "add", "--address", "000000000033", "--protocol", "dlt645-2007"),
+        *("--bus", "line-645", "--ct-ratio", "50"),
+    )
     assert added["key"] == "000000000033" and added["ct_ratio"] == 50
 
     code, _, err = invoke(
@@ -252,7 +252,7 @@ def test_tasks_and_ledger_read_the_ledger_with_the_daemon_down(config: Path) -> 
     daily = invoke_json(config, "ledger", "daily_frozen", "2026-03-03")
     assert all(slot["task"] == "daily_frozen" for slot in daily["slots"])
     code, _, err = invoke(config, "ledger", "daily_frozen", "3 March")
-    assert code == 2
+    assert code == 2 and "%Y-%m-%d" in err
 
 
 @pytest.mark.parametrize("args", [["backfill", "all"], ["clock", "check"], ["clock", "sync"]])
