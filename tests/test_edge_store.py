@@ -184,6 +184,9 @@ def test_reader_sees_only_committed_batches_and_is_not_blocked(tmp_path: Path) -
                 assert [r.seq for r in reader.pending()] == [1]  # not the open batch
             assert [r.seq for r in reader.pending()] == [1, 2]
             assert reader.last_seq() == 2
+            health = reader.health(quota_bytes=log.size_bytes() * 10)
+            assert (health.depth, health.integrity, health.quota_alarm) == (2, "unchecked", "ok")
+            assert health.wal_bytes > 0
             batch = reader.next_batch()
             assert (batch.seq_from, batch.seq_to, len(batch.records)) == (1, 2, 2)
             assert not reader._conn.in_transaction  # the snapshot ended

@@ -130,6 +130,13 @@ def _configure(conn: sqlite3.Connection, busy_timeout_ms: int, journal_size_limi
 class LogReader:
     """Queries over the log; :class:`EdgeLog` is one, :meth:`open` gives a read-only one."""
 
+    # What a read-only reader reports; EdgeLog sets its own in __init__.
+    integrity: str = "unchecked"
+    integrity_checked_at: str | None = None
+    quarantined_to: Path | None = None
+    quota_bytes: int | None = None
+    _clock: Callable[[], datetime] = staticmethod(_utc_now)
+
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._lock = threading.RLock()
@@ -265,6 +272,49 @@ class LogReader:
             (pages,) = self._conn.execute("PRAGMA page_count").fetchone()
             (page_size,) = self._conn.execute("PRAGMA page_size").fetchone()
         return int(pages) * int(page_size)
+
+    def health(self, now: datetime | None = None, *, quota_bytes: int | None = None) -> Health:
+        """Depth, age, size, quota use and alarm, evictions, corrections, integrity.
+
+        ``quota_bytes`` defaults to the log's own; a read-only reader (the CLI while the
+        daemon runs) passes the configured one. A reader reports ``integrity`` as
+        ``"unchecked"``: only the writer checks at open.
+        """
+        moment = now if now is not None else self._clock()
+        quota = quota_bytes if quota_bytes is not None else self.quota_bytes
+        with self._lock, self._snapshot():
+            age = self.oldest_unacked_age(moment)
+            size = self.size_bytes()
+            main_file = self._conn.execute("PRAGMA database_list").fetchone()[2]
+            wal = Path(f"{main_file}-wal")
+            wal_bytes = wal.stat().st_size if main_file and wal.exists() else 0
+            use: float | None = None
+            alarm: Literal["ok", "warning", "critical"] | None = None
+            if quota is not None:
+                use = 100.0 * size / quota
+                alarm = (
+                    "critical"
+                    if use >= CRITICAL_USE * 100
+                    else "warning"
+                    if use >= WARNING_USE * 100
+                    else "ok"
+                )
+            return Health(
+                last_seq=self.last_seq(),
+                acked_seq=self.acked_seq(),
+                depth=self.depth(),
+                oldest_unacked_age_s=age.total_seconds() if age is not None else None,
+                size_bytes=size,
+                wal_bytes=wal_bytes,
+                quota_bytes=quota,
+                quota_use_percent=use,
+                quota_alarm=alarm,
+                eviction_counts=self.eviction_counts(),
+                corrections=self.corrections(),
+                integrity=self.integrity,
+                integrity_checked_at=self.integrity_checked_at,
+                quarantined_to=str(self.quarantined_to) if self.quarantined_to else None,
+            )
 
 
 class LogBatch:
@@ -771,39 +821,3 @@ class EdgeLog(LogReader):
         now = self._clock()
         with self.batch() as batch:
             batch.add_event(None, "store.evicted", detail, now)
-
-    def health(self, now: datetime | None = None) -> Health:
-        """Depth, age, size, quota use and alarm, evictions, corrections, integrity."""
-        moment = now if now is not None else self._clock()
-        with self._lock:
-            age = self.oldest_unacked_age(moment)
-            size = self.size_bytes()
-            wal = self.path.with_name(self.path.name + "-wal")
-            wal_bytes = wal.stat().st_size if wal.exists() else 0
-            use: float | None = None
-            alarm: Literal["ok", "warning", "critical"] | None = None
-            if self.quota_bytes is not None:
-                use = 100.0 * size / self.quota_bytes
-                alarm = (
-                    "critical"
-                    if use >= CRITICAL_USE * 100
-                    else "warning"
-                    if use >= WARNING_USE * 100
-                    else "ok"
-                )
-            return Health(
-                last_seq=self.last_seq(),
-                acked_seq=self.acked_seq(),
-                depth=self.depth(),
-                oldest_unacked_age_s=age.total_seconds() if age is not None else None,
-                size_bytes=size,
-                wal_bytes=wal_bytes,
-                quota_bytes=self.quota_bytes,
-                quota_use_percent=use,
-                quota_alarm=alarm,
-                eviction_counts=self.eviction_counts(),
-                corrections=self.corrections(),
-                integrity=self.integrity,
-                integrity_checked_at=self.integrity_checked_at,
-                quarantined_to=str(self.quarantined_to) if self.quarantined_to else None,
-            )

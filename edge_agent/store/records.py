@@ -212,5 +212,5 @@ class Health:
     eviction_counts: dict[str, int]
     corrections: int
     integrity: str
-    integrity_checked_at: str
+    integrity_checked_at: str | None
     quarantined_to: str | None
