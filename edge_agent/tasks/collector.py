@@ -97,6 +97,8 @@ BACKFILL_EVERY = timedelta(hours=1)
 CURVE_CATCH_UP = timedelta(days=1)
 #: Curve points per 645 load-profile request.
 CURVE_CHUNK = 16
+#: How long the ledger keeps slots (a month of statistics for ``edge-agent ledger``).
+LEDGER_KEEP = timedelta(days=62)
 EVENT_KINDS = ("power_down", "cover_open")
 EVENT_DEPTH = 10
 MAX_REPORTED_FAILURES = 200
@@ -287,6 +289,8 @@ class Collector:
                     report.add(self.backfill())
                 self._last_backfill = now
             self._publish_finished_days(now)
+            if self.ledger.mark_published("pruned", self._local_day(now)):
+                self.ledger.prune(now - LEDGER_KEEP)
             report.duration_s = monotonic_time.monotonic() - started
             return report
 

@@ -541,3 +541,17 @@ class Ledger:
                 "SELECT 1 FROM published WHERE what = ? AND day = ?", (what, day.isoformat())
             ).fetchone()
         return row is not None
+
+    def prune(self, before: datetime) -> int:
+        """Forget slots, syncs and publications older than ``before``; rows deleted.
+
+        The ledger is bookkeeping, not data: the readings stay in the log under its own
+        retention rules. Open slots that old were exhausted long ago.
+        """
+        cut = slot_text(before)
+        day = self._day(before)
+        with self.transaction():
+            deleted = self._db.execute("DELETE FROM slots WHERE slot < ?", (cut,)).rowcount
+            deleted += self._db.execute("DELETE FROM clock_syncs WHERE at < ?", (cut,)).rowcount
+            deleted += self._db.execute("DELETE FROM published WHERE day < ?", (day,)).rowcount
+        return deleted

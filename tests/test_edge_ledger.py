@@ -1,0 +1,152 @@
+"""The expected-slot ledger on a real SQLite file: states, statistics, restart state."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from edge_agent.tasks import Ledger, SuccessStats
+
+# 2026-01-10 00:00 Shanghai = the freeze that closes Jan 9
+SLOT = datetime(2026, 1, 9, 16, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    return Ledger(tmp_path / "ledger.db")
+
+
+def test_states_expected_got_failed_exhausted(ledger: Ledger) -> None:
+    assert ledger.expect("daily_frozen", "m1", SLOT, bus="b1") is True
+    assert ledger.expect("daily_frozen", "m1", SLOT, bus="b1") is False  # idempotent
+    (row,) = ledger.slots()
+    assert (row.state, row.attempts, row.day, row.bus) == ("expected", 0, date(2026, 1, 10), "b1")
+
+    ledger.failed("daily_frozen", "m1", SLOT, "timeout: read 04000101", bus="b1")
+    ledger.failed("daily_frozen", "m1", SLOT, "timeout: read 05060001", source="backfill")
+    row = ledger.slots(state="failed")[0]
+    assert (row.attempts, row.reason, row.source) == (2, "timeout: read 05060001", "backfill")
+
+    ledger.got("daily_frozen", "m1", SLOT, source="backfill")
+    row = ledger.slot("daily_frozen", "m1", SLOT)  # type: ignore[assignment]
+    assert row is not None
+    assert (row.state, row.attempts, row.reason, row.got_at is not None) == ("got", 3, "", True)
+    # a got slot never goes back to failed or exhausted
+    ledger.failed("daily_frozen", "m1", SLOT, "late duplicate failure")
+    ledger.exhaust("daily_frozen", "m1", SLOT, "window passed")
+    assert ledger.slot("daily_frozen", "m1", SLOT).state == "got"  # type: ignore[union-attr]
+
+    ledger.failed("daily_frozen", "m2", SLOT, "timeout")
+    ledger.exhaust("daily_frozen", "m2", SLOT, "backfill window passed")
+    assert [s.meter for s in ledger.slots(state="exhausted")] == ["m2"]
+    with pytest.raises(ValueError, match="unknown slot state"):
+        ledger.slots(state="lost")
+
+
+def test_success_per_task_day_bus_and_meter(ledger: Ledger) -> None:
+    with ledger.transaction():
+        for day in range(3):
+            slot = SLOT + timedelta(days=day)
+            for meter in range(20):
+                bus = "b1" if meter < 10 else "b2"
+                key = f"m{meter}"
+                if meter == 19 and day > 0:
+                    ledger.failed("daily_frozen", key, slot, "timeout", bus=bus)
+                else:
+                    ledger.got("daily_frozen", key, slot, bus=bus)
+        ledger.expect("curve", "m1", SLOT, bus="b1")
+    total = ledger.success(task="daily_frozen")
+    assert (total.expected, total.got, total.failed, total.pending) == (60, 58, 2, 0)
+    assert total.rate == Decimal("0.9667") and total.gate == ">=95%"
+    assert ledger.success(task="daily_frozen", day=date(2026, 1, 10)).gate == "all"
+    assert ledger.success(task="daily_frozen", bus="b2", day=date(2026, 1, 11)).rate == Decimal(
+        "0.9"
+    )
+    assert ledger.success(meter="m19").got == 1
+    assert ledger.success(task="curve").pending == 1
+    assert ledger.success(task="monthly_frozen").rate == 1  # nothing expected
+    by_bus = ledger.breakdown(date(2026, 1, 12), "bus")
+    assert by_bus[("daily_frozen", "b1")].rate == 1
+    assert by_bus[("daily_frozen", "b2")].got == 9
+    assert SuccessStats(100, 94, 6, 0).gate == "<95%"
+    assert ledger.days() == [date(2026, 1, 10), date(2026, 1, 11), date(2026, 1, 12)]
+
+
+def test_task_state_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    ledger = Ledger(path)
+    run = datetime(2026, 1, 10, 4, 0, tzinfo=UTC)
+    ledger.completed("daily_frozen", SLOT, run)
+    ledger.completed("daily_frozen", SLOT - timedelta(days=1), run)  # never moves back
+    ledger.set_event_mark("m1", "power_down", 7, SLOT)
+    ledger.record_sync("m1", run, 90.0, 0.2, "broadcast")
+    ledger.defer_sync("m2", "b1", 120.0, run)
+    assert ledger.mark_published("success", date(2026, 1, 9)) is True
+    ledger.close()
+
+    again = Ledger(path)
+    assert again.last_slot("daily_frozen") == SLOT
+    assert again.last_run("daily_frozen") == run
+    assert again.last_slot("curve") is None
+    assert again.event_mark("m1", "power_down") == (7, SLOT)
+    assert again.event_mark("m9", "power_down") == (None, None)
+    assert again.syncs_on("m1", date(2026, 1, 10)) == 1
+    assert again.syncs_on("m1", date(2026, 1, 11)) == 0
+    assert again.pending_syncs() == {"m2": ("b1", 120.0, run)}
+    assert again.mark_published("success", date(2026, 1, 9)) is False
+    assert again.is_published("success", date(2026, 1, 9))
+    again.close()
+
+
+def test_wal_and_a_read_only_view(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    writer = Ledger(path)
+    writer.got("daily_frozen", "m1", SLOT)
+    mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+    reader = Ledger(path, readonly=True)
+    assert reader.success().got == 1
+    with pytest.raises(sqlite3.OperationalError):
+        reader.expect("daily_frozen", "m2", SLOT)
+    reader.close()
+    writer.close()
+
+
+def test_a_failed_transaction_leaves_nothing(ledger: Ledger) -> None:
+    with pytest.raises(RuntimeError), ledger.transaction():
+        ledger.expect("daily_frozen", "m1", SLOT)
+        raise RuntimeError("bus cycle aborted")
+    assert ledger.slots() == []
+
+
+def test_threads_share_one_writer(ledger: Ledger) -> None:
+    def mark(bus: int) -> None:
+        for meter in range(50):
+            with ledger.transaction():
+                ledger.expect("daily_frozen", f"b{bus}m{meter}", SLOT, bus=f"b{bus}")
+                ledger.got("daily_frozen", f"b{bus}m{meter}", SLOT, bus=f"b{bus}")
+
+    threads = [threading.Thread(target=mark, args=(bus,)) for bus in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert ledger.success().got == 400
+
+
+def test_naive_slot_is_refused(ledger: Ledger) -> None:
+    with pytest.raises(ValueError, match="aware"):
+        ledger.expect("daily_frozen", "m1", datetime(2026, 1, 10))
+
+
+def test_prune_forgets_old_bookkeeping(ledger: Ledger) -> None:
+    for day in range(5):
+        ledger.got("daily_frozen", "m1", SLOT + timedelta(days=day))
+    ledger.record_sync("m1", SLOT, 90.0, 0.1, "broadcast")
+    assert ledger.prune(SLOT + timedelta(days=3)) == 4
+    assert [s.day for s in ledger.slots()] == [date(2026, 1, 13), date(2026, 1, 14)]
