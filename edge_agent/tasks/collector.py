@@ -57,7 +57,7 @@ from edge_agent.drivers.base import readings_from
 from edge_agent.store import EdgeLog
 from edge_agent.tasks import schedule
 from edge_agent.tasks.clock import ClockCheck, ClockDecision, decide, next_allowed
-from edge_agent.tasks.ledger import Ledger, SuccessStats, slot_text
+from edge_agent.tasks.ledger import Ledger, Slot, SuccessStats, slot_text
 from shared_protocol import dlt698
 from shared_protocol.dlt698 import OAD
 
@@ -240,9 +240,24 @@ class Collector:
         return datetime.combine(day, time(0), tzinfo=self.zone).astimezone(UTC)
 
     def _window_start(self, days: int, now: datetime) -> datetime:
-        """Oldest slot instant 补抄 still reads: local midnight ``days`` − 1 days ago, so
+        """Oldest daily slot 补抄 still reads: local midnight ``days`` − 1 days ago, so
         ``days`` = 3 covers the freezes that closed the last three days."""
         return self._midnight(self._local_day(now) - timedelta(days=max(days, 1) - 1))
+
+    def _task_window(self, task: str, days: int, now: datetime) -> datetime:
+        """Oldest slot of ``task`` that catch-up and 补抄 still read.
+
+        Daily: the last ``days`` freezes. Monthly: the newest due month (a month's freeze
+        stays open until the next one falls due, whatever ``days`` says). Curves: the last
+        :data:`CURVE_CATCH_UP` (the firmware patches today's curve), within ``days``.
+        """
+        daily = self._window_start(days, now)
+        if task == "monthly_frozen":
+            newest = schedule.latest_slot(task, now, self.config.tasks, self.zone)
+            return min(newest, daily)
+        if task == "curve":
+            return max(daily, now - CURVE_CATCH_UP)
+        return daily
 
     # ------------------------------------------------------------ the schedule
 
@@ -260,14 +275,11 @@ class Collector:
             started = monotonic_time.monotonic()
             report = RunReport("due", "scheduled")
             tasks = self.config.tasks
-            window = self._window_start(tasks.backfill_days, now)
             ran_scheduled = False
             for task in ("daily_frozen", "monthly_frozen", "curve", "events"):
                 if not schedule.enabled(task, tasks):
                     continue
-                bound = window
-                if task == "curve":
-                    bound = max(window, now - CURVE_CATCH_UP)
+                bound = self._task_window(task, tasks.backfill_days, now)
                 slots = schedule.due_slots(
                     task, now, tasks, self.zone, after=self.ledger.last_slot(task), not_before=bound
                 )
@@ -314,7 +326,7 @@ class Collector:
         return []
 
     def _has_open_slots(self, now: datetime) -> bool:
-        return bool(self.ledger.slots(state=("expected", "failed"), before=now, limit=1))
+        return bool(self._open_slots(now))
 
     # ------------------------------------------------------------ one pass
 
@@ -575,22 +587,20 @@ class Collector:
             started = monotonic_time.monotonic()
             report = RunReport("backfill", "backfill")
             keys = None if meters is None else set(meters)
-            limit = self._window_start(max(window_days, self.config.tasks.backfill_days), now)
-            report.exhausted = self._exhaust(limit, keys, now)
+            give_up = max(window_days, self.config.tasks.backfill_days)
+            report.exhausted = self._exhaust(give_up, keys, now)
             if window_days <= 0:
                 return report
-            since = self._window_start(window_days, now)
             open_slots = [
                 row
-                for row in self.ledger.slots(state=("expected", "failed"), since=since, before=now)
-                if row.task in BACKFILL_TASKS and (keys is None or row.meter in keys)
+                for row in self._open_slots(now)
+                if row.slot >= self._task_window(row.task, window_days, now)
+                and (keys is None or row.meter in keys)
             ]
             by_day: dict[date, dict[str, dict[str, list[datetime]]]] = defaultdict(
                 lambda: defaultdict(lambda: defaultdict(list))
             )
             for row in open_slots:
-                if row.task == "curve" and row.slot < now - CURVE_CATCH_UP:
-                    continue
                 due = schedule.due_time(row.task, row.slot, self.config.tasks, self.zone)
                 if due > now:
                     continue
@@ -618,11 +628,20 @@ class Collector:
             self._last_backfill = now
             return report
 
-    def _exhaust(self, limit: datetime, keys: set[str] | None, now: datetime) -> int:
+    def _open_slots(self, now: datetime) -> list[Slot]:
+        """Expected and failed slots of the tasks 补抄 re-reads, oldest first."""
+        return [
+            row
+            for row in self.ledger.slots(state=("expected", "failed"), before=now)
+            if row.task in BACKFILL_TASKS
+        ]
+
+    def _exhaust(self, days: int, keys: set[str] | None, now: datetime) -> int:
         rows = [
             row
-            for row in self.ledger.slots(state=("expected", "failed"), before=limit)
-            if keys is None or row.meter in keys
+            for row in self._open_slots(now)
+            if row.slot < self._task_window(row.task, days, now)
+            and (keys is None or row.meter in keys)
         ]
         if not rows:
             return 0
@@ -936,7 +955,7 @@ class Collector:
             meter: {"bus": bus, "offset_s": offset, "since": slot_text(since)}
             for meter, (bus, offset, since) in self.ledger.pending_syncs().items()
         }
-        open_slots = len(self.ledger.slots(state=("expected", "failed"), before=now))
+        open_slots = len(self._open_slots(now))
         return {
             "now": slot_text(now),
             "timezone": self.config.gateway.timezone,
