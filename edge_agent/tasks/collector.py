@@ -210,6 +210,13 @@ class Collector:
 
     # ------------------------------------------------------------ plumbing
 
+    def archive_changed(self, changes: Iterable[object] = ()) -> None:
+        """The archive changed (the daemon polls its revision): forget per-meter driver
+        state such as a cached meter date, so a replaced meter starts clean. Meter lists
+        are read from the archive at every pass, so nothing else is needed."""
+        with self._drivers_lock:
+            self._drivers.clear()
+
     def driver(self, meter: Meter) -> Driver:
         master = self.masters.get(meter.bus)
         if master is None:
@@ -290,7 +297,9 @@ class Collector:
                 part = self._pass(task, slots, None, "scheduled", Priority.SCHEDULED)
                 self.ledger.completed(task, slots[-1], self.now())
                 report.add(part)
-                ran_scheduled = True
+                # 补抄 follows the frozen-data passes, as on a concentrator; curves and
+                # events alone do not trigger it (they come every few minutes)
+                ran_scheduled = ran_scheduled or task in ("daily_frozen", "monthly_frozen")
             report.clock = self._clock_due(now)
             if tasks.backfill_days > 0 and (
                 ran_scheduled

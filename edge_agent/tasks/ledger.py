@@ -209,7 +209,7 @@ class Ledger:
         self.readonly = readonly
         self._lock = threading.RLock()
         if readonly:
-            uri = f"file:{self.path}?mode=ro"
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
             self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA query_only = ON")
         else:
