@@ -213,6 +213,21 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 # run
 
 
+class _JsonLogFormatter(logging.Formatter):
+    """One JSON object per log line (for journald / log shippers)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "at": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
 @cli.command(
     help="""Run the daemon: collect on schedule, serve the control socket, notify systemd.
 
@@ -225,19 +240,17 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
     """
 )
 @click.option("--log-level", default="INFO", show_default=True, help="Logging level.")
-@json_option
+@click.option("--json", "as_json", is_flag=True, help="Log lines as JSON objects.")
 @pass_state
 def run(state: State, log_level: str, as_json: bool) -> None:
     config = state.config
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper(), logging.INFO),
-        stream=sys.stderr,
-        format=(
-            '{"at": "%(asctime)s", "level": "%(levelname)s", "msg": "%(message)s"}'
-            if as_json
-            else "%(asctime)s %(levelname)s %(name)s: %(message)s"
-        ),
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        _JsonLogFormatter()
+        if as_json
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), handlers=[handler])
     agent = Agent(config)
     try:
         agent.serve()
@@ -802,7 +815,15 @@ def backfill(state: State, meter: str, days: int | None, as_json: bool) -> None:
     _need_tasks()
     meters = None if meter == "all" else [meter]
     result = state.call("backfill", days=days, meters=meters)
-    emit(result, as_json, lambda d: json.dumps(d, indent=2, default=str))
+
+    def text(d: dict[str, Any]) -> str:
+        head = (
+            f"backfill: {d['expected']} slots, {d['got']} got, {d['failed']} failed, "
+            f"{d['exhausted']} exhausted (rate {d['rate']}) in {d['duration_s']} s"
+        )
+        return "\n".join([head, *(f"  {k}: {v}" for k, v in d.get("failures", {}).items())])
+
+    emit(result, as_json, text)
 
 
 @cli.group(
@@ -821,7 +842,8 @@ def clock() -> None:
 def _clock(state: State, meters: tuple[str, ...], sync: bool, as_json: bool) -> None:
     _need_tasks()
     result = state.call("clock", meters=list(meters) or None, sync=sync)
-    emit(result, as_json, lambda d: json.dumps(d, indent=2, default=str))
+    columns = ["meter", "bus", "decision", "offset_s", "synced", "method", "reason"]
+    emit(result, as_json, lambda rows: _table(rows, columns))
 
 
 @clock.command(

@@ -84,6 +84,10 @@ def test_every_command_runs_with_the_daemon_and_its_json_parses(
     args = [arg.replace("{csv}", str(csv)) for arg in COMMANDS[name]]
     data: Any = invoke_json(daemon.config, *args)
     assert data is not None
+    if name not in ("meters add", "meters rm"):  # not twice
+        code, out, err = invoke(daemon.config, *args)
+        assert code == 0, err
+        assert out.strip() and not out.lstrip().startswith(("{", "["))  # text for people
     assert daemon.process.poll() is None  # nothing a client does stops the daemon
 
 
