@@ -6,11 +6,13 @@ times against the model's freeze times, never against what the collector read.
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from test_edge_bus_helpers import responders_645, sim_clock
 from test_edge_tasks_helpers import (
     freeze_values,
@@ -94,6 +96,14 @@ def test_two_day_outage_then_backfill_fills_every_daily_slot(tmp_path: Path) -> 
                 assert {k: Decimal(v.value) for k, v in got.items()} == values, (address, n)
                 source = "backfill" if n in (11, 12) else "scheduled"
                 assert {x.source for x in got.values()} == {source}
+        # 补抄 went oldest day first: every Jan 11 reading was stored before any Jan 12 one
+        model = next(iter(r.models.values()))
+        by_day = {
+            n: [x.seq for a in r.models for x in r.readings(a)
+                if x.period_ts == utc_text(freeze_values(model, day(n))[0])]
+            for n in (11, 12)
+        }  # fmt: skip
+        assert max(by_day[11]) < min(by_day[12])
         for n in (10, 11, 12, 13):
             stats = r.ledger.success(task="daily_frozen", day=day(n))
             assert (stats.expected, stats.got) == (9, 8), n
@@ -180,3 +190,46 @@ def test_collect_on_demand_read_now_and_status(tmp_path: Path) -> None:
         assert daily["enabled"] and daily["today"]["got"] == 1
         assert status["tasks"]["curve"]["enabled"] is False
         assert status["open_slots"] == 0
+
+
+def test_a_crash_between_log_commit_and_ledger_mark_loses_and_doubles_nothing(
+    tmp_path: Path,
+) -> None:
+    clock = sim_clock()
+    with rig(tmp_path, responders_645(4, clock), tasks_config("daily_frozen"), clock=clock) as r:
+        original = r.ledger.got
+        calls = 0
+
+        def crash_once(*args: object, **kwargs: object) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 3:
+                raise RuntimeError("power cut after the log's COMMIT")
+            original(*args, **kwargs)  # type: ignore[arg-type]
+
+        r.ledger.got = crash_once  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError, match="power cut"):
+            r.collector.run_due()
+        r.ledger.got = original  # type: ignore[method-assign]
+        # the readings are committed, the ledger still says expected (its cycle rolled back)
+        assert all(r.readings(address) for address in r.models)
+        assert {s.state for s in r.ledger.slots()} == {"expected"}
+        seq = r.log.last_seq()
+        report = r.collector.backfill()
+        assert report.got == 4 and report.readings == 0  # re-read, nothing new stored
+        assert r.log.last_seq() == seq  # identical duplicates take no seq
+        assert r.ledger.success(task="daily_frozen").rate == 1
+
+
+def test_status_and_reports_are_json(tmp_path: Path) -> None:
+    clock = sim_clock()
+    tasks = tasks_config("daily_frozen", "events", "clock_check")
+    with rig(tmp_path, responders_645(2, clock), tasks, clock=clock) as r:
+        report = r.collector.run_due()
+        json.dumps(report.to_dict())
+        status = r.collector.status()
+        assert json.loads(json.dumps(status)) == status
+        assert status["tasks"]["daily_frozen"]["next_due"] == "2026-01-10T16:05:00Z"
+        assert status["tasks"]["clock_check"]["last_run_at"] is not None  # power-up check
+        rows = [s.to_dict() for s in r.ledger.slots()]
+        json.dumps(rows)
