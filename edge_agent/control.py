@@ -198,12 +198,10 @@ class ControlServer:
             return _encode({"ok": False, "error": "args must be a JSON object"})
         try:
             result = self.handler(request["op"], args)
-        except TypeError as exc:
-            self.errors += 1
-            return _encode({"ok": False, "error": f"bad args for {request['op']}: {exc}"})
         except Exception as exc:  # the client sees it; the daemon goes on
             self.errors += 1
             if not isinstance(exc, ValueError | LookupError | RuntimeError):
+                # not a refusal but a bug: the traceback goes to the daemon's log
                 logger.exception("control op %s failed", request["op"])
             return _encode({"ok": False, "error": str(exc) or type(exc).__name__})
         return _encode({"ok": True, "result": result})

@@ -24,6 +24,7 @@ the same name (``status``, ``read``, ``scan``, ``bus_stats``, ``bus_trace``, ``t
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import os
 import queue
@@ -64,6 +65,7 @@ from shared_protocol.quantities import QUANTITIES
 __all__ = [
     "Agent",
     "AgentError",
+    "BadRequest",
     "jsonable",
     "ledger_path",
     "log_health",
@@ -83,6 +85,10 @@ _OBIS_RE = re.compile(r"^\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3}$")
 
 class AgentError(RuntimeError):
     """An operation could not be done (unknown meter or bus, nothing to scan with...)."""
+
+
+class BadRequest(AgentError):
+    """A control request named an op with arguments it does not take."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -833,6 +839,10 @@ class Agent:
         handler = _OPS.get(op)
         if handler is None:
             raise AgentError(f"unknown op {op!r}; ops: {', '.join(sorted(_OPS))}")
+        try:
+            inspect.signature(handler).bind(self, **dict(args))
+        except TypeError as exc:
+            raise BadRequest(f"bad args for {op}: {exc}") from None
         return handler(self, **dict(args))
 
 
