@@ -150,3 +150,22 @@ def test_prune_forgets_old_bookkeeping(ledger: Ledger) -> None:
     ledger.record_sync("m1", SLOT, 90.0, 0.1, "broadcast")
     assert ledger.prune(SLOT + timedelta(days=3)) == 4
     assert [s.day for s in ledger.slots()] == [date(2026, 1, 13), date(2026, 1, 14)]
+
+
+def test_per_meter_consecutive_failures_and_last_success(ledger: Ledger) -> None:
+    for day in range(5):
+        slot = SLOT + timedelta(days=day)
+        ledger.got("daily_frozen", "good", slot, bus="b1")
+        if day < 2:
+            ledger.got("daily_frozen", "flaky", slot, bus="b1")
+        else:
+            ledger.failed("daily_frozen", "flaky", slot, "timeout", bus="b1")
+        ledger.failed("daily_frozen", "dead", slot, "timeout", bus="b2")
+    meters = ledger.meters("daily_frozen")
+    assert meters["good"].consecutive_failures == 0
+    assert meters["good"].last_got_slot == SLOT + timedelta(days=4)
+    assert meters["flaky"].consecutive_failures == 3
+    assert meters["flaky"].last_got_slot == SLOT + timedelta(days=1)
+    assert meters["flaky"].stats.rate == Decimal("0.4")
+    assert meters["dead"].consecutive_failures == 5 and meters["dead"].last_got_at is None
+    assert meters["dead"].to_dict()["bus"] == "b2"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from edge_agent.tasks.clock import ClockCheck, ClockDecision, decide
 from edge_agent.tasks.collector import TASK_KINDS, Collector, RunReport, utc_now
-from edge_agent.tasks.ledger import STATES, Ledger, Slot, SuccessStats
+from edge_agent.tasks.ledger import STATES, Ledger, MeterSummary, Slot, SuccessStats
 from edge_agent.tasks.schedule import TASKS, due_slots, due_time, latest_slot, next_due
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "ClockDecision",
     "Collector",
     "Ledger",
+    "MeterSummary",
     "RunReport",
     "Slot",
     "SuccessStats",

@@ -694,16 +694,21 @@ class Collector:
                     at,
                 )
                 count += 1
+            summaries: dict[str, dict[str, Any]] = {}
             for by in ("bus", "meter"):
                 for (task, key), stats in sorted(self.ledger.breakdown(day, by).items()):
                     if by == "meter" and stats.got == stats.expected:
                         continue
-                    batch.add_statistic(
-                        "collection.success_rate",
-                        {"task": task, "day": day.isoformat(), by: key, **_counts(stats)},
-                        stats.rate,
-                        at,
-                    )
+                    labels = {"task": task, "day": day.isoformat(), by: key, **_counts(stats)}
+                    if by == "meter":
+                        if task not in summaries:
+                            summaries[task] = {
+                                m: s.to_dict() for m, s in self.ledger.meters(task).items()
+                            }
+                        summary = summaries[task].get(key, {})
+                        labels["consecutive_failures"] = summary.get("consecutive_failures")
+                        labels["last_got_slot"] = summary.get("last_got_slot")
+                    batch.add_statistic("collection.success_rate", labels, stats.rate, at)
                     count += 1
         return count
 

@@ -36,6 +36,7 @@ from zoneinfo import ZoneInfo
 __all__ = [
     "STATES",
     "Ledger",
+    "MeterSummary",
     "Slot",
     "SuccessStats",
     "slot_text",
@@ -169,6 +170,29 @@ class SuccessStats:
             "pending": self.pending,
             "rate": str(self.rate),
             "gate": self.gate,
+        }
+
+
+@dataclass(frozen=True)
+class MeterSummary:
+    """One meter's record for one task (D3.4): should-read / read, how long it has been
+    failing, and when it last gave data."""
+
+    meter: str
+    bus: str
+    stats: SuccessStats
+    consecutive_failures: int  # failed/exhausted slots since the newest got one
+    last_got_slot: datetime | None
+    last_got_at: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "meter": self.meter,
+            "bus": self.bus,
+            **self.stats.to_dict(),
+            "consecutive_failures": self.consecutive_failures,
+            "last_got_slot": slot_text(self.last_got_slot) if self.last_got_slot else None,
+            "last_got_at": slot_text(self.last_got_at) if self.last_got_at else None,
         }
 
 
@@ -421,6 +445,50 @@ class Ledger:
             )
             for key, c in counts.items()
         }
+
+    def meters(self, task: str) -> dict[str, MeterSummary]:
+        """Per meter for ``task``: success, consecutive failures, last success."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT meter, max(bus), state, count(*), "
+                "max(CASE WHEN state = 'got' THEN slot END), max(got_at) "
+                "FROM slots WHERE task = ? GROUP BY meter, state",
+                (task,),
+            ).fetchall()
+            streaks = dict(
+                self._db.execute(
+                    "SELECT meter, count(*) FROM slots AS s WHERE task = ? "
+                    "AND state IN ('failed', 'exhausted') AND slot > coalesce("
+                    "(SELECT max(slot) FROM slots AS g WHERE g.task = s.task "
+                    "AND g.meter = s.meter AND g.state = 'got'), '') GROUP BY meter",
+                    (task,),
+                ).fetchall()
+            )
+        counts: dict[str, dict[str, int]] = {}
+        buses: dict[str, str] = {}
+        last: dict[str, tuple[str | None, str | None]] = {}
+        for meter, bus, state, count, got_slot, got_at in rows:
+            counts.setdefault(meter, {})[state] = count
+            buses[meter] = bus
+            if state == "got":
+                last[meter] = (got_slot, got_at)
+        out: dict[str, MeterSummary] = {}
+        for meter, c in counts.items():
+            got_slot, got_at = last.get(meter, (None, None))
+            out[meter] = MeterSummary(
+                meter=meter,
+                bus=buses[meter],
+                stats=SuccessStats(
+                    expected=sum(c.values()),
+                    got=c.get("got", 0),
+                    failed=c.get("failed", 0) + c.get("exhausted", 0),
+                    pending=c.get("expected", 0),
+                ),
+                consecutive_failures=streaks.get(meter, 0),
+                last_got_slot=_parse(got_slot) if got_slot else None,
+                last_got_at=_parse(got_at) if got_at else None,
+            )
+        return out
 
     def days(self) -> list[date]:
         with self._lock:
