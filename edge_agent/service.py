@@ -12,8 +12,9 @@ calls block on ``master.transact``, and SQLite connections are per thread. So th
     bus-NAME threads   one per line (``BusMaster``)
 
 A crash in one task is logged and counted (``task_errors``) and the loop goes on. SIGTERM
-or SIGINT stops the control socket, lets each bus finish the transaction on its line and
-cancels the rest, waits for the scheduler to finish its commit, and closes the log.
+or SIGINT stops the control socket, gives a running pass :data:`STOP_GRACE_S` to finish,
+lets each bus finish the transaction on its line and cancels the rest, waits for the
+scheduler to commit, and closes the log.
 
 The operations the CLI offers against a running daemon are the :class:`Agent` methods of
 the same name (``status``, ``read``, ``scan``, ``bus_stats``, ``bus_trace``, ``tasks``,
@@ -79,6 +80,7 @@ __all__ = [
 
 logger = logging.getLogger("edge_agent")
 
+STOP_GRACE_S = 2.0  # on SIGTERM, how long a running pass may go on (systemd stop < 5 s)
 TICK_S = 1.0  # scheduler idle wait: event-driven otherwise, never a busy loop (edge.md D8)
 _OBIS_RE = re.compile(r"^\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3}$")
 
@@ -593,8 +595,13 @@ class Agent:
         self._stop.set()
         if self.control is not None:
             self.control.close()
+        if self._scheduler is not None:
+            # An idle scheduler is gone at once; one in a pass gets a moment to finish it
+            # before the lines cancel its queued transactions (those slots stay open in the
+            # ledger and are read again after the restart).
+            self._scheduler.join(STOP_GRACE_S)
         for master in self.masters.values():
-            master.stop()
+            master.stop()  # finishes the transaction on the line, cancels the rest
         if self._scheduler is not None:
             self._scheduler.join(10)
         if self.log is not None:
