@@ -19,6 +19,7 @@ from test_edge_tasks_helpers import Rig, rig, tasks_config
 from edge_agent.config import ClockConfig
 from edge_agent.tasks import ClockDecision, decide
 from edge_agent.tasks.clock import next_allowed
+from firmware_sim.faults import FaultPlan
 from firmware_sim.meter import FaultKind, MeterFault
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -196,3 +197,19 @@ def test_698_meters_are_set_one_by_one(tmp_path: Path) -> None:
         assert abs(true_offset(r, off)) < 2
         (event,) = r.events("clock_synced")
         assert event.meter == off and event.detail["method"] == "set"
+
+
+def test_a_deferred_sync_of_a_meter_gone_silent_is_dropped(tmp_path: Path) -> None:
+    clock = sim_clock()
+    clock.advance_to(local(12, 58))
+    with rig(tmp_path, responders_645(1, clock), tasks_config("clock_check"), clock=clock) as r:
+        address = next(iter(r.models))
+        jump(r, address, 120)
+        r.collector.run_due()
+        assert address in r.ledger.pending_syncs()
+        r.set_bus_fault(FaultPlan.from_dict({"faults": [{"kind": "no_answer"}]}))
+        clock.advance_to(local(13, 6))
+        (check,) = r.collector.run_due().clock
+        assert check.decision is ClockDecision.UNREADABLE
+        assert r.ledger.pending_syncs() == {}
+        assert r.collector.run_due().clock == []  # no re-read on every run

@@ -113,3 +113,29 @@ def test_next_due() -> None:
 def test_unknown_task_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown task 'hourly'"):
         latest_slot("hourly", at("2026-01-10 12:00"), TASKS, SHANGHAI)
+
+
+def test_public_names_are_pinned() -> None:
+    import edge_agent.tasks
+
+    assert set(edge_agent.tasks.__all__) == {
+        "STATES",
+        "TASKS",
+        "TASK_KINDS",
+        "ClockCheck",
+        "ClockDecision",
+        "Collector",
+        "Ledger",
+        "MeterSummary",
+        "RunReport",
+        "Slot",
+        "SuccessStats",
+        "decide",
+        "due_slots",
+        "due_time",
+        "latest_slot",
+        "next_due",
+        "utc_now",
+    }
+    for name in edge_agent.tasks.__all__:
+        assert hasattr(edge_agent.tasks, name)

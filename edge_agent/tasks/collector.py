@@ -761,6 +761,9 @@ class Collector:
             now = self.now()
             reading = self._read_clock(meter)
             if isinstance(reading, str):
+                # a deferred sync is dropped, not retried on every run: the next
+                # scheduled check finds the meter again
+                self.ledger.clear_pending_sync(meter.key)
                 checks[meter.key] = ClockCheck(
                     meter.key, bus, ClockDecision.UNREADABLE, None, reason=reading, at=now
                 )
