@@ -98,8 +98,11 @@ class LineDriver:
                 continue
             timeout = min(deadlines) - loop.time()
             if timeout > 0:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that races with the event firing, and close() then hangs.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
 
     def _flush(self, now: float) -> None:
         out = self.bus.take_due(now)

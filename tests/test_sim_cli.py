@@ -232,20 +232,26 @@ def _start_run(config: Path, *extra: str) -> subprocess.Popen[str]:
 
 
 def _read_lines(proc: subprocess.Popen[str], count: int, timeout: float = 30.0) -> list[str]:
+    """The first ``count`` lines ``run`` prints, waiting at most ``timeout`` seconds.
+
+    Read on the raw descriptor: selecting on the text wrapper would miss a second line
+    already sitting in its buffer when both arrive in one write.
+    """
     assert proc.stdout is not None
-    lines: list[str] = []
+    fd = proc.stdout.fileno()
+    pending = b""
     deadline = time.monotonic() + timeout
-    while len(lines) < count:
+    while pending.count(b"\n") < count:
         remaining = deadline - time.monotonic()
-        ready, _, _ = select.select([proc.stdout], [], [], max(remaining, 0))
+        ready, _, _ = select.select([fd], [], [], max(remaining, 0))
         if not ready:
             proc.kill()
-            pytest.fail(f"run printed {lines} within {timeout}s; stderr: {proc.stderr}")
-        line = proc.stdout.readline()
-        if not line:
+            pytest.fail(f"run printed {pending!r} within {timeout}s")
+        chunk = os.read(fd, 4096)
+        if not chunk:
             pytest.fail(f"run ended early: {proc.wait()} {proc.stderr and proc.stderr.read()}")
-        lines.append(line)
-    return lines
+        pending += chunk
+    return [line.decode() + "\n" for line in pending.split(b"\n")[:count]]
 
 
 def _read_645_over_pty(path: str, address: str) -> dlt645.ReadResponse:
