@@ -11,6 +11,7 @@ import time
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_edge_bus_helpers import responders_645, sim_clock
@@ -233,3 +234,36 @@ def test_status_and_reports_are_json(tmp_path: Path) -> None:
         assert status["tasks"]["clock_check"]["last_run_at"] is not None  # power-up check
         rows = [s.to_dict() for s in r.ledger.slots()]
         json.dumps(rows)
+
+
+def test_stop_ends_a_pass_at_the_next_meter_and_leaves_the_rest_expected(
+    tmp_path: Path,
+) -> None:
+    clock = sim_clock()
+    with rig(tmp_path, responders_645(8, clock), tasks_config("daily_frozen"), clock=clock) as r:
+        collector = r.collector
+        read = collector._read
+        meters_read = 0
+
+        def read_then_stop(*args: Any) -> Any:
+            nonlocal meters_read
+            meters_read += 1
+            if meters_read == 3:
+                collector.stop()  # SIGTERM arrives while the third meter is read
+            return read(*args)
+
+        collector._read = read_then_stop  # type: ignore[method-assign]
+        report = collector.run_due()
+        assert report.got == 3 and report.failed == 0
+        states = [s.state for s in r.ledger.slots(task="daily_frozen")]
+        assert sorted(states) == ["expected"] * 5 + ["got"] * 3
+        assert r.ledger.last_slot("daily_frozen") is not None  # the pass ended; 补抄 picks up
+
+
+def test_a_line_stopped_under_a_pass_is_not_the_meters_failure(tmp_path: Path) -> None:
+    clock = sim_clock()
+    with rig(tmp_path, responders_645(4, clock), tasks_config("daily_frozen"), clock=clock) as r:
+        r.master.stop()
+        report = r.collector.collect("daily_frozen")
+        assert (report.got, report.failed) == (0, 0)
+        assert {s.state for s in r.ledger.slots()} == {"expected"}

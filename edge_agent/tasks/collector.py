@@ -29,7 +29,7 @@ import threading
 import time as monotonic_time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -174,6 +174,7 @@ class _Outcome:
     events: list[MeterEvent] = field(default_factory=list)
     reason: str | None = None  # None = got
     skipped: bool = False
+    interrupted: bool = False  # the line was stopped under the read
 
 
 _HEX8 = re.compile(r"^[0-9A-Fa-f]{8}$")
@@ -205,10 +206,21 @@ class Collector:
         # One pass at a time (the schedule, a technician's collect, 补抄); read_now does not
         # wait for it: the bus queue puts on-demand requests first.
         self._pass_lock = threading.RLock()
+        self._stopping = threading.Event()
         self._powered_up = False
         self._last_backfill: datetime | None = None
 
     # ------------------------------------------------------------ plumbing
+
+    def stop(self) -> None:
+        """Make a running pass end at the next meter (thread-safe; the daemon calls it on
+        SIGTERM before stopping the lines). Slots not reached stay expected and are read
+        after the restart; nothing is marked failed because the agent is stopping."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
 
     def archive_changed(self, changes: Iterable[object] = ()) -> None:
         """The archive changed (the daemon polls its revision): forget per-meter driver
@@ -284,7 +296,7 @@ class Collector:
             tasks = self.config.tasks
             ran_scheduled = False
             for task in ("daily_frozen", "monthly_frozen", "curve", "events"):
-                if not schedule.enabled(task, tasks):
+                if not schedule.enabled(task, tasks) or self.stopping:
                     continue
                 bound = self._task_window(task, tasks.backfill_days, now)
                 slots = schedule.due_slots(
@@ -300,6 +312,9 @@ class Collector:
                 # 补抄 follows the frozen-data passes, as on a concentrator; curves and
                 # events alone do not trigger it (they come every few minutes)
                 ran_scheduled = ran_scheduled or task in ("daily_frozen", "monthly_frozen")
+            if self.stopping:
+                report.duration_s = monotonic_time.monotonic() - started
+                return report
             report.clock = self._clock_due(now)
             if tasks.backfill_days > 0 and (
                 ran_scheduled
@@ -417,8 +432,17 @@ class Collector:
         for start in range(0, len(work), CYCLE_METERS):
             outcomes: list[_Outcome] = []
             for meter, slots in work[start : start + CYCLE_METERS]:
+                if self.stopping:
+                    break
                 outcomes += self._read(task, meter, slots, priority)
+            # a read cut short by a stopping line (or by stop()) is not the meter's
+            # failure: its slot stays expected and is read after the restart
+            outcomes = [o for o in outcomes if not o.interrupted]
+            if self.stopping:
+                outcomes = [o for o in outcomes if o.reason is None or o.skipped]
             self._commit(task, bus, outcomes, source, report)
+            if self.stopping:
+                break
         return report
 
     def _read(
@@ -453,6 +477,7 @@ class Collector:
                 outcome.reason = f"not_supported: {exc}"
             except Exception as exc:  # a meter's failure is a ledger row, never a crash
                 outcome.reason = _reason(exc)
+                outcome.interrupted = _interrupted(exc)
             outcomes.append(outcome)
         return outcomes
 
@@ -461,6 +486,7 @@ class Collector:
     ) -> list[_Outcome]:
         found: dict[datetime, list[Reading]] = defaultdict(list)
         reasons: dict[datetime, str] = {}
+        interrupted: set[datetime] = set()
         ordered = sorted(slots)
         step = timedelta(minutes=15)
         runs: list[list[datetime]] = []
@@ -480,12 +506,16 @@ class Collector:
             except Exception as exc:  # a failure is recorded, never raised
                 for slot in run:
                     reasons[slot] = _reason(exc)
+                    if _interrupted(exc):
+                        interrupted.add(slot)
                 continue
             for reading in readings:
                 found[reading.time].append(reading)
         outcomes = []
         for slot in slots:
-            if found.get(slot):
+            if slot in interrupted:
+                outcomes.append(_Outcome(meter, slot, reason=reasons[slot], interrupted=True))
+            elif found.get(slot):
                 outcomes.append(_Outcome(meter, slot, readings=found[slot]))
             else:
                 outcomes.append(
@@ -617,6 +647,8 @@ class Collector:
             recovered: set[date] = set()
             for day in sorted(by_day):
                 for task in BACKFILL_TASKS:
+                    if self.stopping:
+                        break
                     per_meter = by_day[day].get(task)
                     if not per_meter:
                         continue
@@ -758,6 +790,8 @@ class Collector:
                 for m in meters
             ]
         for meter in meters:
+            if self.stopping:
+                break
             now = self.now()
             reading = self._read_clock(meter)
             if isinstance(reading, str):
@@ -993,6 +1027,13 @@ def _counts(stats: SuccessStats) -> dict[str, Any]:
         "pending": stats.pending,
         "gate": stats.gate,
     }
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """The line was stopped under the read (agent shutdown): not the meter's failure."""
+    if isinstance(exc, CancelledError):
+        return True
+    return isinstance(exc, RuntimeError) and str(exc).endswith("is stopped")
 
 
 def _reason(exc: BaseException) -> str:
