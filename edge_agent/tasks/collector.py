@@ -671,11 +671,13 @@ class Collector:
 
     def _open_slots(self, now: datetime) -> list[Slot]:
         """Expected and failed slots of the tasks 补抄 re-reads, oldest first."""
-        return [
+        rows = [
             row
-            for row in self.ledger.slots(state=("expected", "failed"), before=now)
-            if row.task in BACKFILL_TASKS
+            for task in BACKFILL_TASKS
+            for row in self.ledger.slots(task=task, state=("expected", "failed"), before=now)
         ]
+        rows.sort(key=lambda row: (row.slot, BACKFILL_TASKS.index(row.task), row.meter))
+        return rows
 
     def _exhaust(self, days: int, keys: set[str] | None, now: datetime) -> int:
         rows = [
