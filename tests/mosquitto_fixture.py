@@ -98,9 +98,10 @@ class Broker:
     def mqtt_client(self, common_name: str | None = None, *, client_id: str = "") -> Any:
         """A paho-mqtt 2.x MQTT 5 client, with TLS as `common_name` when the broker is TLS."""
         import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
 
         client = mqtt.Client(
-            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv5,
         )

@@ -209,7 +209,9 @@ class DeviceCA:
             certificate = x509.load_pem_x509_certificate(certificate_path.read_bytes())
             key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
         except (ValueError, TypeError) as error:
-            raise CertificateAuthorityError(f"cannot read the device CA in {directory}: {error}")
+            raise CertificateAuthorityError(
+                f"cannot read the device CA in {directory}: {error}"
+            ) from error
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise CertificateAuthorityError(f"{key_path} is not an ECDSA key")
         if key.public_key().public_numbers() != certificate.public_key().public_numbers():  # type: ignore[union-attr]

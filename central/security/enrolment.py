@@ -187,7 +187,7 @@ def enroll_gateway(
 
     # Bundle first, registry last: a crash in between leaves no registry entry, so running
     # the same command again works without --force.
-    bundle = output_dir if output_dir is not None else default_bundle_directory(state_dir, gateway_id)
+    bundle = output_dir or default_bundle_directory(state_dir, gateway_id)
     bundle.mkdir(parents=True, exist_ok=True)
     bundle.chmod(0o700)
     write_public_file(bundle / CA_CERTIFICATE_NAME, ca.certificate_pem)
