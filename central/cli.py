@@ -47,14 +47,12 @@ def _state_dir() -> Path:
     return Path(click.get_current_context().find_root().params["state_dir"])
 
 
-@click.group(
-    help=f"""{central.__doc__}
-
-    \b
-    Example:
-      central --state-dir /var/lib/meter2cash/central gateway enroll gw-0001
-    """
+_EXAMPLE = (
+    "\b\nExample:\n  central --state-dir /var/lib/meter2cash/central gateway enroll gw-0001\n"
 )
+
+
+@click.group(help=f"{central.__doc__}\n\n{_EXAMPLE}")
 @click.version_option(__version__, prog_name="central")
 @click.option(
     "--state-dir",
