@@ -5,17 +5,17 @@ One URL picks the database (SQLite file by default, PostgreSQL in production). O
 forgets to set one must find out at start-up, not after a breach (the rule of the FastAPI
 full-stack template's ``_check_default_secret``).
 
-=========================== ============================================ ==================
-variable                    meaning                                      default
-=========================== ============================================ ==================
-``M2C_ENV``                 ``development`` or ``production``            ``development``
-``M2C_DATABASE_URL``        SQLAlchemy URL of the central database       ``sqlite:///./central.sqlite3``
-``M2C_BROKER_URL``          MQTT broker (``mqtts://`` in production)     ``mqtt://127.0.0.1:1883``
-``M2C_SECRET_KEY``          signs API sessions                           ``changethis``
-``M2C_COMMAND_KEY_PATH``    central's Ed25519 key that signs commands    ``./keys/central-command.key``
-``M2C_DEVICE_CA_KEY_PATH``  device CA key that issues gateway certs      ``./keys/device-ca.key``
-``M2C_DEVICE_CA_CERT_PATH`` device CA certificate                        ``./keys/device-ca.pem``
-=========================== ============================================ ==================
+Variables (default in brackets):
+
+* ``M2C_ENV`` — ``development`` or ``production`` [development]
+* ``M2C_DATABASE_URL`` — SQLAlchemy URL of the central database [sqlite:///./central.sqlite3]
+* ``M2C_BROKER_URL`` — MQTT broker, ``mqtts://`` in production [mqtt://127.0.0.1:1883]
+* ``M2C_SECRET_KEY`` — signs API sessions [changethis]
+* ``M2C_COMMAND_KEY_PATH`` — central's Ed25519 key that signs commands
+  [./keys/central-command.key]
+* ``M2C_DEVICE_CA_KEY_PATH`` — device CA key that issues gateway certificates
+  [./keys/device-ca.key]
+* ``M2C_DEVICE_CA_CERT_PATH`` — the device CA certificate [./keys/device-ca.pem]
 """
 
 from __future__ import annotations

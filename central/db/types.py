@@ -145,7 +145,7 @@ def _bind_utc_datetime(value: Any) -> datetime | None:
     if value is None:
         return None
     utc_text(value)  # the same refusals as on SQLite
-    return value.astimezone(UTC)  # type: ignore[no-any-return]
+    return value.astimezone(UTC)
 
 
 def _result_utc_text(value: Any) -> datetime | None:

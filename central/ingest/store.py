@@ -1,0 +1,643 @@
+"""The idempotent ingest store: a gateway's batch goes into the database exactly once in
+effect, however many times and in whatever order it arrives.
+
+Two mechanisms, both inside one transaction per batch:
+
+* **Per-gateway sequence watermark.** Every record in a gateway's log has a sequence number
+  (seq); a batch covers a range ``seq_from..seq_to``. Central keeps the highest seq below
+  which every range has been committed (``up_to_seq``) and the ranges received above it
+  (merged). A batch entirely at or below the watermark is a pure duplicate: nothing is
+  written and the watermark is returned so the gateway still gets its acknowledgement.
+* **Natural-key upsert.** Readings are keyed by (meter, obis, ts); a reading stored again
+  is ignored unless it carries a higher seq (the edge gives a corrected reading a new,
+  higher seq), in which case the new value replaces the old. Events and statistics are
+  inserted if their (gateway, seq) is absent.
+
+The caller publishes the acknowledgement (``ApplyResult.up_to_seq``) only *after*
+:meth:`IngestStore.apply_batch` returns, i.e. after COMMIT: an ack for data that is not yet
+durable is how brokers and pipelines lose acknowledged writes (reliability.md B.5).
+
+Concurrency: any number of consumers may apply batches of the same gateway at once (MQTT 5
+shared subscriptions deliver duplicates across consumers, reliability.md B.4). Writers of one
+gateway serialise on its watermark row — ``SELECT … FOR UPDATE`` on PostgreSQL,
+``BEGIN IMMEDIATE`` (the database write lock) on SQLite — so the watermark is never computed
+from a stale view.
+
+The store takes plain values (:class:`IncomingReading`, :class:`IncomingEvent`,
+:class:`IncomingStatistic`); the MQTT consumer maps the wire contract onto them.
+
+Exceptions: :class:`UnknownGatewayError` (a batch or birth from a gateway never enrolled)
+and :class:`InvalidBatchError` (a record outside its batch's range, a naive time, a value
+that does not fit NUMERIC(20, 6)); both are ``ValueError``. Database errors propagate as
+SQLAlchemy's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Final
+
+from sqlalchemy import Engine, and_, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.dml import Insert
+
+from central.db.schema import (
+    gateway_events,
+    gateways,
+    ingest_seq_ranges,
+    ingest_watermarks,
+    meters,
+    readings,
+    statistics,
+)
+from central.db.types import decimal_text, utc_text
+
+__all__ = [
+    "ApplyResult",
+    "GatewayInfo",
+    "IncomingEvent",
+    "IncomingReading",
+    "IncomingStatistic",
+    "IngestStore",
+    "InvalidBatchError",
+    "MeterEntry",
+    "StoredReading",
+    "UnknownGatewayError",
+]
+
+
+class UnknownGatewayError(ValueError):
+    """A batch, birth or event names a gateway that was never enrolled."""
+
+
+class InvalidBatchError(ValueError):
+    """A batch that cannot be stored as sent; the message says which record and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingReading:
+    """One meter value as a gateway sent it; (meter, obis, ts) is its natural key."""
+
+    seq: int
+    meter: str
+    obis: str
+    ts: datetime
+    value: Decimal
+    unit: str | None
+    kind: str
+    source: str
+    quality: str
+    read_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingEvent:
+    """Something that happened on a meter (``meter`` set) or on the gateway."""
+
+    seq: int
+    code: str
+    at: datetime
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    meter: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingStatistic:
+    """A counter or ratio the gateway reported."""
+
+    seq: int
+    name: str
+    value: Decimal
+    at: datetime
+    labels: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MeterEntry:
+    """One meter of the archive a gateway reports in its birth."""
+
+    meter: str
+    address: str
+    protocol: str
+    bus: str | None = None
+    transformer_area: str | None = None
+    customer_class: str | None = None
+    protected: bool = False
+    prepaid: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """What one batch did. ``up_to_seq`` is the contiguous watermark to acknowledge;
+    ``inserted + updated + duplicates`` is the number of records in the batch."""
+
+    up_to_seq: int
+    inserted: int
+    duplicates: int
+    updated: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReading:
+    meter: str
+    obis: str
+    ts: datetime
+    value: Decimal
+    unit: str | None
+    kind: str
+    source: str
+    quality: str
+    gateway: str
+    seq: int
+    read_at: datetime
+    received_at: datetime
+    corrections: int
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayInfo:
+    id: str
+    public_key_pem: str | None
+    key_id: str | None
+    enrolled_at: datetime
+    online: bool
+    session: str | None
+    last_birth: dict[str, Any] | None
+    last_birth_at: datetime | None
+    last_death_at: datetime | None
+
+
+#: Columns a correction (higher seq) replaces; received_at stays the first arrival's.
+_CORRECTED_COLUMNS: Final = (
+    "value",
+    "unit",
+    "kind",
+    "source",
+    "quality",
+    "gateway",
+    "seq",
+    "read_at",
+)
+
+
+class IngestStore:
+    """Stores gateways' batches, births, deaths and events idempotently on ``engine``
+    (SQLite or PostgreSQL, made by :func:`central.db.make_engine`, already migrated)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._dialect = engine.dialect.name
+        if self._dialect not in ("sqlite", "postgresql"):
+            raise ValueError(f"unsupported database backend {self._dialect!r}")
+        self._upsert_readings = self._build_reading_upsert()
+        # RETURNING counts the rows inserted: executemany's rowcount is -1 on psycopg.
+        self._insert_events = (
+            self._insert(gateway_events)
+            .on_conflict_do_nothing(index_elements=["gateway", "seq"])
+            .returning(gateway_events.c.id)
+        )
+        self._insert_statistics = (
+            self._insert(statistics)
+            .on_conflict_do_nothing(index_elements=["gateway", "seq"])
+            .returning(statistics.c.seq)
+        )
+
+    # -- gateways --------------------------------------------------------------------------
+
+    def enroll_gateway(
+        self,
+        gateway: str,
+        public_key_pem: str | None = None,
+        key_id: str | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        """Create the gateway (identity = certificate CN) or replace its key."""
+        at = _aware(at or _now(), "enrolled_at")
+        with self.engine.begin() as conn:
+            stmt = self._insert(gateways).values(
+                id=gateway, public_key_pem=public_key_pem, key_id=key_id, enrolled_at=at
+            )
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["id"],
+                    set_={"public_key_pem": public_key_pem, "key_id": key_id},
+                )
+            )
+            conn.execute(
+                self._insert(ingest_watermarks)
+                .values(gateway=gateway, up_to_seq=0)
+                .on_conflict_do_nothing(index_elements=["gateway"])
+            )
+
+    def gateway(self, gateway: str) -> GatewayInfo | None:
+        with self._reader() as conn:
+            row = conn.execute(select(gateways).where(gateways.c.id == gateway)).one_or_none()
+        if row is None:
+            return None
+        return GatewayInfo(
+            id=row.id,
+            public_key_pem=row.public_key_pem,
+            key_id=row.key_id,
+            enrolled_at=row.enrolled_at,
+            online=bool(row.online),
+            session=row.session,
+            last_birth=row.last_birth,
+            last_birth_at=row.last_birth_at,
+            last_death_at=row.last_death_at,
+        )
+
+    def record_birth(
+        self,
+        gateway: str,
+        session: str,
+        birth: Mapping[str, Any],
+        at: datetime,
+        archive: Iterable[MeterEntry] | None = None,
+    ) -> bool:
+        """A gateway came online: store its birth and (when sent) its meter archive.
+
+        Births are retained and redelivered, so one older than the stored birth is stale
+        and changes nothing (returns False).
+        """
+        at = _aware(at, "birth time")
+        with self.engine.begin() as conn:
+            current = self._lock_gateway(conn, gateway)
+            if current.last_birth_at is not None and at < current.last_birth_at:
+                return False
+            conn.execute(
+                update(gateways)
+                .where(gateways.c.id == gateway)
+                .values(last_birth=dict(birth), last_birth_at=at, online=True, session=session)
+            )
+            if archive is not None:
+                self._upsert_archive(conn, gateway, list(archive), at)
+        return True
+
+    def record_death(self, gateway: str, at: datetime, session: str | None = None) -> bool:
+        """A gateway went offline (its will, or a clean disconnect).
+
+        A death from an older session (a will delivered after the gateway reconnected) or
+        older than the last birth changes nothing (returns False).
+        """
+        at = _aware(at, "death time")
+        with self.engine.begin() as conn:
+            current = self._lock_gateway(conn, gateway)
+            if session is not None and current.session not in (None, session):
+                return False
+            if current.last_birth_at is not None and at < current.last_birth_at:
+                return False
+            conn.execute(
+                update(gateways)
+                .where(gateways.c.id == gateway)
+                .values(online=False, last_death_at=at)
+            )
+        return True
+
+    def record_gateway_event(
+        self,
+        gateway: str,
+        code: str,
+        detail: Mapping[str, Any] | None = None,
+        at: datetime | None = None,
+        meter: str | None = None,
+        seq: int | None = None,
+    ) -> bool:
+        """An event about a gateway; central's own (a rejected batch) have ``seq=None``.
+        An event with a seq already stored is a duplicate (returns False)."""
+        row = {
+            "gateway": gateway,
+            "seq": seq,
+            "meter": meter,
+            "code": code,
+            "detail": dict(detail or {}),
+            "at": _aware(at or _now(), "event time"),
+            "received_at": _now(),
+        }
+        with self.engine.begin() as conn:
+            self._lock_gateway(conn, gateway)
+            inserted = conn.execute(self._insert_events, [row]).all()
+        return bool(inserted)
+
+    # -- batches ---------------------------------------------------------------------------
+
+    def apply_batch(
+        self,
+        gateway: str,
+        session: str | None,
+        seq_from: int,
+        seq_to: int,
+        readings: Sequence[IncomingReading] = (),
+        events: Sequence[IncomingEvent] = (),
+        statistics: Sequence[IncomingStatistic] = (),
+    ) -> ApplyResult:
+        """Store one batch covering ``seq_from..seq_to`` in one transaction; return the
+        contiguous watermark to acknowledge once this call has returned."""
+        total = len(readings) + len(events) + len(statistics)
+        if seq_from < 1 or seq_to < seq_from - 1:
+            raise InvalidBatchError(f"bad seq range {seq_from}..{seq_to}")
+        _check_seqs(seq_from, seq_to, readings, events, statistics)
+        received_at = _now()
+        reading_rows = _reading_rows(gateway, readings, received_at)
+        event_rows = [
+            {
+                "gateway": gateway,
+                "seq": e.seq,
+                "meter": e.meter,
+                "code": e.code,
+                "detail": dict(e.detail),
+                "at": _aware(e.at, f"event seq {e.seq} time"),
+                "received_at": received_at,
+            }
+            for e in events
+        ]
+        statistic_rows = [
+            {
+                "gateway": gateway,
+                "seq": s.seq,
+                "name": s.name,
+                "labels": dict(s.labels),
+                "value": s.value,
+                "at": _aware(s.at, f"statistic seq {s.seq} time"),
+                "received_at": received_at,
+            }
+            for s in statistics
+        ]
+        with self.engine.begin() as conn:
+            watermark, ranges = self._lock_watermark(conn, gateway)
+            if seq_to <= watermark or _covered(ranges, seq_from, seq_to):
+                return ApplyResult(watermark, 0, total, 0)
+            # Records already committed by an earlier batch (same seq, same content: the
+            # edge never reuses a seq) are skipped, not rewritten.
+            fresh = _not_yet_applied(watermark, ranges)
+            reading_rows = [r for r in reading_rows if fresh(r["seq"])]
+            event_rows = [r for r in event_rows if fresh(r["seq"])]
+            statistic_rows = [r for r in statistic_rows if fresh(r["seq"])]
+            inserted, updated = self._store_readings(conn, reading_rows)
+            if event_rows:
+                inserted += len(conn.execute(self._insert_events, event_rows).all())
+            if statistic_rows:
+                inserted += len(conn.execute(self._insert_statistics, statistic_rows).all())
+            if seq_to >= seq_from:
+                watermark = self._advance(
+                    conn, gateway, session, watermark, ranges, seq_from, seq_to
+                )
+        return ApplyResult(watermark, inserted, total - inserted - updated, updated)
+
+    def watermark(self, gateway: str) -> int:
+        """The highest seq up to which every record of ``gateway`` is committed (0: none)."""
+        with self._reader() as conn:
+            value = conn.execute(
+                select(ingest_watermarks.c.up_to_seq).where(ingest_watermarks.c.gateway == gateway)
+            ).scalar_one_or_none()
+        return int(value or 0)
+
+    def pending_ranges(self, gateway: str) -> list[tuple[int, int]]:
+        """Seq ranges committed above the watermark (a gap below them holds it back)."""
+        with self._reader() as conn:
+            rows = conn.execute(
+                select(ingest_seq_ranges.c.seq_from, ingest_seq_ranges.c.seq_to)
+                .where(ingest_seq_ranges.c.gateway == gateway)
+                .order_by(ingest_seq_ranges.c.seq_from)
+            ).all()
+        return [(int(a), int(b)) for a, b in rows]
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def readings(
+        self, meter: str, obis: str | None, start: datetime, end: datetime
+    ) -> list[StoredReading]:
+        """A meter's readings with ``start <= ts < end`` (every quantity if ``obis`` is
+        None), ordered by quantity then time."""
+        conditions = [
+            readings.c.meter == meter,
+            readings.c.ts >= _aware(start, "start"),
+            readings.c.ts < _aware(end, "end"),
+        ]
+        if obis is not None:
+            conditions.append(readings.c.obis == obis)
+        with self._reader() as conn:
+            rows = conn.execute(
+                select(readings).where(and_(*conditions)).order_by(readings.c.obis, readings.c.ts)
+            ).all()
+        return [StoredReading(**row._mapping) for row in rows]
+
+    def count_readings(self, gateway: str | None = None) -> int:
+        query = select(func.count()).select_from(readings)
+        if gateway is not None:
+            query = query.where(readings.c.gateway == gateway)
+        with self._reader() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _insert(self, table: Any) -> Any:
+        if self._dialect == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    def _build_reading_upsert(self) -> Insert:
+        stmt = self._insert(readings)
+        excluded = stmt.excluded
+        set_: dict[str, Any] = {name: excluded[name] for name in _CORRECTED_COLUMNS}
+        set_["corrections"] = readings.c.corrections + 1
+        upsert = stmt.on_conflict_do_update(
+            index_elements=["meter", "obis", "ts"],
+            set_=set_,
+            where=readings.c.seq < excluded.seq,
+        )
+        # RETURNING tells an insert (corrections = 0) from a correction (> 0); a duplicate
+        # (older or equal seq) returns no row at all.
+        return upsert.returning(readings.c.corrections)  # type: ignore[no-any-return]
+
+    def _store_readings(self, conn: Connection, rows: list[dict[str, Any]]) -> tuple[int, int]:
+        if not rows:
+            return 0, 0
+        returned = conn.execute(self._upsert_readings, rows).scalars().all()
+        inserted = sum(1 for corrections in returned if corrections == 0)
+        return inserted, len(returned) - inserted
+
+    def _reader(self) -> Any:
+        return self.engine.connect().execution_options(read_only=True)
+
+    def _lock_gateway(self, conn: Connection, gateway: str) -> Any:
+        query = select(gateways).where(gateways.c.id == gateway)
+        if self._dialect == "postgresql":
+            query = query.with_for_update()
+        row = conn.execute(query).one_or_none()
+        if row is None:
+            raise UnknownGatewayError(f"gateway {gateway!r} is not enrolled")
+        return row
+
+    def _lock_watermark(self, conn: Connection, gateway: str) -> tuple[int, list[list[int]]]:
+        """The gateway's watermark and ranges, with the gateway's writers shut out until
+        this transaction ends (SQLite: already, by BEGIN IMMEDIATE)."""
+        query = select(ingest_watermarks.c.up_to_seq).where(ingest_watermarks.c.gateway == gateway)
+        if self._dialect == "postgresql":
+            query = query.with_for_update()
+        watermark = conn.execute(query).scalar_one_or_none()
+        if watermark is None:
+            self._lock_gateway(conn, gateway)  # raises for an unknown gateway
+            conn.execute(
+                self._insert(ingest_watermarks)
+                .values(gateway=gateway, up_to_seq=0)
+                .on_conflict_do_nothing(index_elements=["gateway"])
+            )
+            watermark = conn.execute(query).scalar_one()
+        ranges = conn.execute(
+            select(ingest_seq_ranges.c.seq_from, ingest_seq_ranges.c.seq_to)
+            .where(ingest_seq_ranges.c.gateway == gateway)
+            .order_by(ingest_seq_ranges.c.seq_from)
+        ).all()
+        return int(watermark), [[int(a), int(b)] for a, b in ranges]
+
+    def _advance(
+        self,
+        conn: Connection,
+        gateway: str,
+        session: str | None,
+        watermark: int,
+        ranges: list[list[int]],
+        seq_from: int,
+        seq_to: int,
+    ) -> int:
+        merged = _merge([*ranges, [seq_from, seq_to]])
+        while merged and merged[0][0] <= watermark + 1:
+            watermark = max(watermark, merged.pop(0)[1])
+        if merged != ranges:
+            conn.execute(ingest_seq_ranges.delete().where(ingest_seq_ranges.c.gateway == gateway))
+            if merged:
+                conn.execute(
+                    ingest_seq_ranges.insert(),
+                    [{"gateway": gateway, "seq_from": a, "seq_to": b} for a, b in merged],
+                )
+        conn.execute(
+            update(ingest_watermarks)
+            .where(ingest_watermarks.c.gateway == gateway)
+            .values(up_to_seq=watermark, session=session, updated_at=_now())
+        )
+        return watermark
+
+    def _upsert_archive(
+        self, conn: Connection, gateway: str, archive: list[MeterEntry], at: datetime
+    ) -> None:
+        if not archive:
+            return
+        rows = [
+            {
+                "meter": m.meter,
+                "gateway": gateway,
+                "address": m.address,
+                "protocol": m.protocol,
+                "bus": m.bus,
+                "transformer_area": m.transformer_area,
+                "customer_class": m.customer_class,
+                "protected": m.protected,
+                "prepaid": m.prepaid,
+                "first_seen_at": at,
+                "last_seen_at": at,
+            }
+            for m in archive
+        ]
+        stmt = self._insert(meters)
+        replaced = [c.name for c in meters.c if c.name not in ("meter", "first_seen_at")]
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["meter"], set_={name: stmt.excluded[name] for name in replaced}
+            ),
+            rows,
+        )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(moment: datetime, what: str) -> datetime:
+    try:
+        utc_text(moment)
+    except ValueError as exc:
+        raise InvalidBatchError(f"{what}: {exc}") from None
+    return moment
+
+
+def _check_seqs(
+    seq_from: int,
+    seq_to: int,
+    readings: Sequence[IncomingReading],
+    events: Sequence[IncomingEvent],
+    statistics: Sequence[IncomingStatistic],
+) -> None:
+    seen: set[int] = set()
+    records: list[IncomingReading | IncomingEvent | IncomingStatistic] = [
+        *readings,
+        *events,
+        *statistics,
+    ]
+    for record in records:
+        if not seq_from <= record.seq <= seq_to:
+            raise InvalidBatchError(
+                f"record seq {record.seq} outside the batch range {seq_from}..{seq_to}"
+            )
+        if record.seq in seen:
+            raise InvalidBatchError(f"seq {record.seq} appears twice in one batch")
+        seen.add(record.seq)
+
+
+def _reading_rows(
+    gateway: str, incoming: Sequence[IncomingReading], received_at: datetime
+) -> list[dict[str, Any]]:
+    """Rows for the upsert; of two versions of one key in a batch the higher seq wins."""
+    by_key: dict[tuple[str, str, datetime], dict[str, Any]] = {}
+    for r in incoming:
+        try:
+            decimal_text(r.value)
+            utc_text(r.ts)
+            utc_text(r.read_at)
+        except ValueError as exc:
+            raise InvalidBatchError(f"reading seq {r.seq} ({r.meter} {r.obis}): {exc}") from None
+        key = (r.meter, r.obis, r.ts)
+        previous = by_key.get(key)
+        if previous is not None and previous["seq"] > r.seq:
+            continue
+        by_key[key] = {
+            "meter": r.meter,
+            "obis": r.obis,
+            "ts": r.ts,
+            "value": r.value,
+            "unit": r.unit,
+            "kind": r.kind,
+            "source": r.source,
+            "quality": r.quality,
+            "gateway": gateway,
+            "seq": r.seq,
+            "read_at": r.read_at,
+            "received_at": received_at,
+            "corrections": 0,
+        }
+    return list(by_key.values())
+
+
+def _merge(ranges: list[list[int]]) -> list[list[int]]:
+    """Overlapping or adjacent ranges joined, in order."""
+    merged: list[list[int]] = []
+    for a, b in sorted(ranges):
+        if merged and a <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return merged
+
+
+def _covered(ranges: list[list[int]], seq_from: int, seq_to: int) -> bool:
+    return any(a <= seq_from and seq_to <= b for a, b in ranges)
+
+
+def _not_yet_applied(watermark: int, ranges: list[list[int]]) -> Any:
+    def fresh(seq: int) -> bool:
+        return seq > watermark and not any(a <= seq <= b for a, b in ranges)
+
+    return fresh
