@@ -145,7 +145,8 @@ def _bind_utc_datetime(value: Any) -> datetime | None:
     if value is None:
         return None
     utc_text(value)  # the same refusals as on SQLite
-    return value.astimezone(UTC)
+    moment: datetime = value.astimezone(UTC)
+    return moment
 
 
 def _result_utc_text(value: Any) -> datetime | None:
@@ -153,4 +154,7 @@ def _result_utc_text(value: Any) -> datetime | None:
 
 
 def _result_utc_datetime(value: Any) -> datetime | None:
-    return None if value is None else value.astimezone(UTC)  # type: ignore[no-any-return]
+    if value is None:
+        return None
+    moment: datetime = value.astimezone(UTC)
+    return moment
