@@ -267,3 +267,16 @@ def test_a_line_stopped_under_a_pass_is_not_the_meters_failure(tmp_path: Path) -
         report = r.collector.collect("daily_frozen")
         assert (report.got, report.failed) == (0, 0)
         assert {s.state for s in r.ledger.slots()} == {"expected"}
+
+
+def test_collect_a_given_day_from_the_meters_freezes(tmp_path: Path) -> None:
+    clock = sim_clock()
+    with rig(tmp_path, responders_645(2, clock), tasks_config("daily_frozen"), clock=clock) as r:
+        report = r.collector.collect("daily_frozen", day(8))
+        assert report.got == 2
+        assert r.collector.collect("daily_frozen", clock.now() - timedelta(days=1)).got == 2
+        assert [s.day for s in r.ledger.slots(state="got")] == [day(8)] * 2 + [day(9)] * 2
+        for address, model in r.models.items():
+            freeze_time, values = freeze_values(model, day(8))
+            rows = [x for x in r.readings(address) if x.period_ts == utc_text(freeze_time)]
+            assert {x.obis: Decimal(x.value) for x in rows} == values

@@ -139,3 +139,16 @@ def test_public_names_are_pinned() -> None:
     }
     for name in edge_agent.tasks.__all__:
         assert hasattr(edge_agent.tasks, name)
+
+
+def test_slot_of_aligns_any_instant() -> None:
+    from edge_agent.tasks.schedule import slot_of
+
+    assert slot_of("daily_frozen", at("2026-01-10 17:33"), TASKS, SHANGHAI) == at(
+        "2026-01-10 00:00"
+    )
+    assert slot_of("monthly_frozen", at("2026-01-10 17:33"), TASKS, SHANGHAI) == at(
+        "2026-01-01 00:00"
+    )
+    assert slot_of("curve", at("2026-01-10 17:33"), TASKS, SHANGHAI) == at("2026-01-10 17:30")
+    assert slot_of("clock_check", at("2026-01-10 01:00"), TASKS, SHANGHAI) == at("2026-01-10 03:30")

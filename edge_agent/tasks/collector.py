@@ -357,13 +357,17 @@ class Collector:
     def collect(
         self,
         task: str,
-        slot: datetime | None = None,
+        slot: datetime | date | None = None,
         meters: Iterable[str] | None = None,
         *,
         source: str = "on_demand",
     ) -> RunReport:
         """Collect one task's ``slot`` (default: the newest due) now, for ``meters`` (default:
-        every enabled meter that keeps the data)."""
+        every enabled meter that keeps the data).
+
+        ``slot`` may be any instant in the slot (it is aligned: e.g. the daily freeze of its
+        local day) or a local ``date`` (the daily freeze of that day 00:00, the month of
+        that day, the day's first curve/event interval)."""
         if task not in schedule.TASKS:
             raise ValueError(f"unknown task {task!r}; use one of {', '.join(schedule.TASKS)}")
         if task == "clock_check":
@@ -371,7 +375,12 @@ class Collector:
             report.clock = self.clock_check(meters)
             return report
         now = self.now()
-        chosen = slot or schedule.latest_slot(task, now, self.config.tasks, self.zone)
+        if slot is None:
+            chosen = schedule.latest_slot(task, now, self.config.tasks, self.zone)
+        else:
+            if not isinstance(slot, datetime):
+                slot = self._midnight(slot)
+            chosen = schedule.slot_of(task, slot, self.config.tasks, self.zone)
         priority = Priority.ON_DEMAND if source == "on_demand" else Priority.SCHEDULED
         with self._pass_lock:
             return self._pass(task, [chosen], meters, source, priority)

@@ -34,6 +34,7 @@ __all__ = [
     "enabled",
     "latest_slot",
     "next_due",
+    "slot_of",
 ]
 
 #: Task names in priority order (补抄 order within one day, too).
@@ -99,6 +100,17 @@ def _slot_on_or_before(
             else _local(local.date() - timedelta(days=1), tasks.clock_check.at, zone)
         )
     raise ValueError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
+
+
+def slot_of(task: str, instant: datetime, tasks: TasksConfig, zone: ZoneInfo) -> datetime:
+    """The slot ``instant`` (aware) falls in: a daily freeze's local midnight, a month's 1st,
+    a curve/event interval's start, the day's clock-check time (due or not)."""
+    if instant.tzinfo is None:
+        raise ValueError(f"{instant!r} must be an aware datetime")
+    if task == "clock_check":
+        local = instant.astimezone(zone)
+        return _local(local.date(), tasks.clock_check.at, zone)
+    return _slot_on_or_before(task, instant, tasks, zone)
 
 
 def _previous(task: str, slot: datetime, tasks: TasksConfig, zone: ZoneInfo) -> datetime:
