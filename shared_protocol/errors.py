@@ -7,6 +7,8 @@ Nothing but these escapes a decoder or encoder; a fuzz test holds us to it::
     │   ├── ChecksumError              CS (645), HCS/FCS (698) or CRC (Modbus) mismatch
     │   ├── FrameTooLargeError         a frame longer than the protocol allows
     │   ├── MalformedFrameError        truncated, wrong delimiters, lengths that disagree
+    │   ├── SignatureError             a wire message (shared_protocol.wire) whose
+    │   │                              signature is missing, unknown or wrong
     │   └── UnsupportedError           well formed, but a function, DI, OAD or type we
     │                                  do not know; the raw bytes stay available
     └── LocalProtocolError             the caller asked for something impossible
@@ -25,6 +27,7 @@ __all__ = [
     "MalformedFrameError",
     "ProtocolError",
     "RemoteProtocolError",
+    "SignatureError",
     "UnsupportedError",
 ]
 
@@ -47,6 +50,18 @@ class FrameTooLargeError(RemoteProtocolError):
 
 class MalformedFrameError(RemoteProtocolError):
     """Structure is wrong: truncated, bad delimiters, or lengths that disagree."""
+
+
+class SignatureError(RemoteProtocolError):
+    """A signed wire message failed authentication.
+
+    ``reason`` names the failure for counters and nacks: ``unsigned``, ``unknown_key``,
+    ``bad_signature``, ``malformed_signature``, ``unsupported_algorithm``, ``wrong_signer``.
+    """
+
+    def __init__(self, message: str, reason: str = "bad_signature") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class UnsupportedError(RemoteProtocolError):

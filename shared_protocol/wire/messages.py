@@ -1,0 +1,1057 @@
+"""The messages of the edge→central contract: small frozen dataclasses that check themselves.
+
+Each message has a ``TYPE`` (the envelope's ``type``), ``to_wire()`` giving its JSON body
+(decimals as strings, times as ``2026-11-29T00:05:00.000000Z``) and ``from_wire(body)``.
+Building a bad message raises :class:`LocalProtocolError`; a bad body from the wire raises
+:class:`MalformedFrameError` naming the message type and the field. Bodies are strict:
+an unknown or missing field is refused, so everything a signature covers is understood.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, ClassVar, Final, TypeVar
+
+from shared_protocol.errors import LocalProtocolError, MalformedFrameError
+from shared_protocol.wire._values import (
+    check_bool,
+    check_choice,
+    check_decimal,
+    check_detail,
+    check_gateway_id,
+    check_int,
+    check_names,
+    check_optional_decimal,
+    check_optional_text,
+    check_text,
+    check_time,
+    decimal_text,
+    parse_decimal,
+    parse_optional_decimal,
+    parse_time,
+    time_text,
+)
+
+__all__ = [
+    "COMMAND_KINDS",
+    "COMMAND_STATUSES",
+    "MAX_COMMAND_LIFETIME",
+    "MAX_RECORDS_PER_BATCH",
+    "MESSAGE_TYPES",
+    "NACK_REASONS",
+    "READING_KINDS",
+    "READING_SOURCES",
+    "Ack",
+    "ArchiveEntry",
+    "BackfillArgs",
+    "Birth",
+    "CentralState",
+    "ClockSyncArgs",
+    "Command",
+    "CommandArgs",
+    "CommandResult",
+    "Death",
+    "Message",
+    "Nack",
+    "ReadNowArgs",
+    "RebirthArgs",
+    "RecordBatch",
+    "ResendArgs",
+    "ResyncArgs",
+    "WireEvent",
+    "WireReading",
+    "WireRecord",
+    "WireStatistic",
+]
+
+#: The edge log's reading kinds (an event is its own record type).
+READING_KINDS: Final = frozenset({"daily", "monthly", "curve", "instant", "clock"})
+#: Why a reading was taken (edge task types).
+READING_SOURCES: Final = frozenset({"scheduled", "backfill", "on_demand", "event"})
+#: D2.6 batches hold 200–1000 records; 10 000 bounds one message's memory on both sides.
+MAX_RECORDS_PER_BATCH: Final = 10_000
+#: A gateway remembers command ids until they expire, so a command may not live longer
+#: than this: the replay memory stays bounded (see CommandGuard).
+MAX_COMMAND_LIFETIME: Final = timedelta(days=7)
+#: Meter response frames carried back in a command result (hex text), at most 4 KiB of
+#: bytes: a 645 frame is ≤ 200 bytes, a 698 APDU for a read of a few items < 2 KiB.
+MAX_METER_RESPONSE_BYTES: Final = 4096
+#: Archive size of real concentrator firmware (MTR_MAX_NUM 2040), with headroom.
+MAX_ARCHIVE_ENTRIES: Final = 4096
+
+_T = TypeVar("_T")
+
+
+def body_error(type_name: str, build: Callable[[], _T]) -> _T:
+    """Run ``build``; a field check failing on wire input becomes MalformedFrameError."""
+    try:
+        return build()
+    except LocalProtocolError as exc:
+        raise MalformedFrameError(f"{type_name}: {exc}") from exc
+
+
+def _fields(
+    body: object, what: str, required: frozenset[str], optional: frozenset[str] = frozenset()
+) -> Mapping[str, Any]:
+    if not isinstance(body, dict):
+        raise LocalProtocolError(f"{what} must be a JSON object, not {type(body).__name__}")
+    keys = body.keys()
+    missing = required - keys
+    if missing:
+        raise LocalProtocolError(f"{what} lacks {', '.join(sorted(missing))}")
+    unknown = keys - required - optional
+    if unknown:
+        raise LocalProtocolError(
+            f"{what} has unknown field(s) {', '.join(sorted(unknown))}; "
+            "a new field needs a new protocol version"
+        )
+    return body
+
+
+def _set(instance: object, name: str, value: object) -> None:
+    object.__setattr__(instance, name, value)
+
+
+# -- records -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WireReading:
+    """One meter value at the meter's period time; natural key (meter, obis, time)."""
+
+    TYPE: ClassVar[str] = "reading"
+    _KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"type", "seq", "meter", "obis", "time", "value", "unit", "kind", "source", "quality"}
+        | {"read_at"}
+    )
+
+    seq: int
+    meter: str
+    obis: str
+    time: datetime
+    value: Decimal
+    unit: str | None
+    kind: str
+    source: str
+    quality: str
+    read_at: datetime
+
+    def __post_init__(self) -> None:
+        check_int(self.seq, "seq", minimum=1)
+        check_text(self.meter, "meter")
+        check_text(self.obis, "obis")
+        _set(self, "time", check_time(self.time, "time"))
+        _set(self, "value", check_decimal(self.value, "value"))
+        check_optional_text(self.unit, "unit")
+        check_choice(self.kind, "reading kind", READING_KINDS)
+        check_choice(self.source, "source", READING_SOURCES)
+        check_text(self.quality, "quality")
+        _set(self, "read_at", check_time(self.read_at, "read_at"))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "type": "reading",
+            "seq": self.seq,
+            "meter": self.meter,
+            "obis": self.obis,
+            "time": time_text(self.time),
+            "value": decimal_text(self.value),
+            "unit": self.unit,
+            "kind": self.kind,
+            "source": self.source,
+            "quality": self.quality,
+            "read_at": time_text(self.read_at),
+        }
+
+    @classmethod
+    def from_wire(cls, body: object) -> WireReading:
+        data = _fields(body, "reading", cls._KEYS)
+        return cls(
+            seq=data["seq"],
+            meter=data["meter"],
+            obis=data["obis"],
+            time=parse_time(data["time"], "time"),
+            value=parse_decimal(data["value"], "value"),
+            unit=data["unit"],
+            kind=data["kind"],
+            source=data["source"],
+            quality=data["quality"],
+            read_at=parse_time(data["read_at"], "read_at"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WireEvent:
+    """Something that happened on a meter (``meter`` set) or on the gateway (``None``)."""
+
+    TYPE: ClassVar[str] = "event"
+    _KEYS: ClassVar[frozenset[str]] = frozenset({"type", "seq", "meter", "code", "detail", "at"})
+
+    seq: int
+    meter: str | None
+    code: str
+    detail: dict[str, Any] = field(hash=False)
+    at: datetime
+
+    def __post_init__(self) -> None:
+        check_int(self.seq, "seq", minimum=1)
+        check_optional_text(self.meter, "meter")
+        check_text(self.code, "event code")
+        _set(self, "detail", check_detail(self.detail, "event detail"))
+        _set(self, "at", check_time(self.at, "at"))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "type": "event",
+            "seq": self.seq,
+            "meter": self.meter,
+            "code": self.code,
+            "detail": self.detail,
+            "at": time_text(self.at),
+        }
+
+    @classmethod
+    def from_wire(cls, body: object) -> WireEvent:
+        data = _fields(body, "event", cls._KEYS)
+        return cls(
+            seq=data["seq"],
+            meter=data["meter"],
+            code=data["code"],
+            detail=data["detail"],
+            at=parse_time(data["at"], "at"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WireStatistic:
+    """A counter or ratio the gateway reports (collection success, bus errors)."""
+
+    TYPE: ClassVar[str] = "statistic"
+    _KEYS: ClassVar[frozenset[str]] = frozenset({"type", "seq", "name", "labels", "value", "at"})
+
+    seq: int
+    name: str
+    labels: dict[str, Any] = field(hash=False)
+    value: Decimal
+    at: datetime
+
+    def __post_init__(self) -> None:
+        check_int(self.seq, "seq", minimum=1)
+        check_text(self.name, "statistic name")
+        _set(self, "labels", check_detail(self.labels, "statistic labels"))
+        _set(self, "value", check_decimal(self.value, "value"))
+        _set(self, "at", check_time(self.at, "at"))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "type": "statistic",
+            "seq": self.seq,
+            "name": self.name,
+            "labels": self.labels,
+            "value": decimal_text(self.value),
+            "at": time_text(self.at),
+        }
+
+    @classmethod
+    def from_wire(cls, body: object) -> WireStatistic:
+        data = _fields(body, "statistic", cls._KEYS)
+        return cls(
+            seq=data["seq"],
+            name=data["name"],
+            labels=data["labels"],
+            value=parse_decimal(data["value"], "value"),
+            at=parse_time(data["at"], "at"),
+        )
+
+
+WireRecord = WireReading | WireEvent | WireStatistic
+_RECORD_TYPES: Final[dict[str, type[WireReading] | type[WireEvent] | type[WireStatistic]]] = {
+    "reading": WireReading,
+    "event": WireEvent,
+    "statistic": WireStatistic,
+}
+
+
+def _record_from_wire(item: object, index: int) -> WireRecord:
+    if not isinstance(item, dict):
+        raise LocalProtocolError(f"records[{index}] must be a JSON object")
+    tag = item.get("type")
+    record_type = _RECORD_TYPES.get(tag) if isinstance(tag, str) else None
+    if record_type is None:
+        raise LocalProtocolError(
+            f"records[{index}] has type {item.get('type')!r}; "
+            f"use one of {', '.join(sorted(_RECORD_TYPES))}"
+        )
+    try:
+        return record_type.from_wire(item)
+    except LocalProtocolError as exc:
+        raise LocalProtocolError(f"records[{index}]: {exc}") from exc
+
+
+# -- batch and acknowledgement -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RecordBatch:
+    """Records of the gateway's log covering ``[seq_from, seq_to]``, signed by the gateway.
+
+    The range may hold seqs with no record (a reading corrected later under a new seq, an
+    unacknowledged record evicted under disk pressure); central's contiguous watermark moves
+    over the whole covered range, so a hole never stalls replication. A resend of the same
+    range is the same batch: central's storage is idempotent. ``historical`` marks backlog
+    (sent while catching up) so dashboards do not take it for live data.
+    """
+
+    TYPE: ClassVar[str] = "batch"
+    _KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"gateway", "session", "seq_from", "seq_to", "records", "historical", "sent_at"}
+    )
+
+    gateway: str
+    session: int
+    seq_from: int
+    seq_to: int
+    records: tuple[WireRecord, ...]
+    historical: bool
+    sent_at: datetime
+
+    def __post_init__(self) -> None:
+        check_gateway_id(self.gateway)
+        check_int(self.session, "session")
+        check_int(self.seq_from, "seq_from", minimum=1)
+        check_int(self.seq_to, "seq_to", minimum=1)
+        if self.seq_from > self.seq_to:
+            raise LocalProtocolError(
+                f"empty seq range: seq_from {self.seq_from} > seq_to {self.seq_to}"
+            )
+        if not isinstance(self.records, tuple | list):
+            raise LocalProtocolError("records must be a tuple of WireReading/Event/Statistic")
+        records = tuple(self.records)
+        if len(records) > MAX_RECORDS_PER_BATCH:
+            raise LocalProtocolError(
+                f"{len(records)} records in one batch; the limit is {MAX_RECORDS_PER_BATCH}"
+            )
+        previous = self.seq_from - 1
+        for index, record in enumerate(records):
+            if not isinstance(record, WireReading | WireEvent | WireStatistic):
+                raise LocalProtocolError(
+                    f"records[{index}] is a {type(record).__name__}, not a wire record"
+                )
+            if record.seq <= previous:
+                raise LocalProtocolError(
+                    f"records[{index}] has seq {record.seq} after {previous}: seqs must rise "
+                    f"strictly from seq_from {self.seq_from}"
+                )
+            if record.seq > self.seq_to:
+                raise LocalProtocolError(
+                    f"records[{index}] has seq {record.seq} beyond seq_to {self.seq_to}"
+                )
+            previous = record.seq
+        _set(self, "records", records)
+        check_bool(self.historical, "historical")
+        _set(self, "sent_at", check_time(self.sent_at, "sent_at"))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "gateway": self.gateway,
+            "session": self.session,
+            "seq_from": self.seq_from,
+            "seq_to": self.seq_to,
+            "records": [record.to_wire() for record in self.records],
+            "historical": self.historical,
+            "sent_at": time_text(self.sent_at),
+        }
+
+    @classmethod
+    def from_wire(cls, body: object) -> RecordBatch:
+        def build() -> RecordBatch:
+            data = _fields(body, "batch", cls._KEYS)
+            items = data["records"]
+            if not isinstance(items, list):
+                raise LocalProtocolError("records must be a JSON array")
+            if len(items) > MAX_RECORDS_PER_BATCH:
+                raise LocalProtocolError(
+                    f"{len(items)} records in one batch; the limit is {MAX_RECORDS_PER_BATCH}"
+                )
+            return cls(
+                gateway=data["gateway"],
+                session=data["session"],
+                seq_from=data["seq_from"],
+                seq_to=data["seq_to"],
+                records=tuple(_record_from_wire(item, i) for i, item in enumerate(items)),
+                historical=data["historical"],
+                sent_at=parse_time(data["sent_at"], "sent_at"),
+            )
+
+        return body_error(cls.TYPE, build)
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Central has committed every record of this gateway up to ``up_to_seq`` (contiguous).
+
+    The gateway releases records only on this message — never on PUBACK or a timeout. A
+    smaller ``up_to_seq`` than one already seen is stale (acks may arrive out of order) and
+    is ignored by the gateway, never treated as a regression. ``received_at`` is central's
+    clock, which the gateway compares with its own (D5 clock offset check).
+    """
+
+    TYPE: ClassVar[str] = "ack"
+    _KEYS: ClassVar[frozenset[str]] = frozenset({"gateway", "session", "up_to_seq", "received_at"})
+
+    gateway: str
+    session: int
+    up_to_seq: int
+    received_at: datetime
+
+    def __post_init__(self) -> None:
+        check_gateway_id(self.gateway)
+        check_int(self.session, "session")
+        check_int(self.up_to_seq, "up_to_seq")
+        _set(self, "received_at", check_time(self.received_at, "received_at"))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "gateway": self.gateway,
+            "session": self.session,
+            "up_to_seq": self.up_to_seq,
+            "received_at": time_text(self.received_at),
+        }
+
+    @classmethod
+    def from_wire(cls, body: object) -> Ack:
+        def build() -> Ack:
+            data = _fields(body, "ack", cls._KEYS)
+            return cls(
+                gateway=data["gateway"],
+                session=data["session"],
+                up_to_seq=data["up_to_seq"],
+                received_at=parse_time(data["received_at"], "received_at"),
+            )
+
+        return body_error(cls.TYPE, build)
+
+
+#: Why central refused a batch. ``storage`` is central's own fault (retry later); the others
+#: mean the batch as sent will never be accepted and the gateway must raise an alarm.
+NACK_REASONS: Final = frozenset(
+    {"signature", "malformed", "unsupported_version", "too_large", "wrong_gateway", "storage"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Nack:
+    """Central refused a batch (on the ack topic); the records stay on the gateway.
+
+    ``seq_from``/``seq_to`` are ``None`` when the batch could not be read far enough to
+    know them. The gateway keeps the records (a nack never releases anything) and reports.
+    """
+
+    TYPE: ClassVar[str] = "nack"
+    _KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"gateway", "session", "seq_from", "seq_to", "reason", "detail", "at"}
+    )
+
+    gateway: str
+    session: int | None
+    seq_from: int | None
+    seq_to: int | None
+    reason: str
+    detail: str
+    at: datetime
+
+    def __post_init__(self) -> None:
+        check_gateway_id(self.gateway)
+        if self.session is not None:
+            check_int(self.session, "session")
+        if (self.seq_from is None) != (self.seq_to is None):
+            raise LocalProtocolError("seq_from and seq_to are both known or both None")
+        if self.seq_from is not None and self.seq_to is not None:
+            check_int(self.seq_from, "seq_from", minimum=1)
+            check_int(self.seq_to, "seq_to", minimum=self.seq_from)
+        check_choice(self.reason, "nack reason", NACK_REASONS)
+        check_text(self.detail, "detail", max_chars=1024, allow_empty=True)
+        _set(self, "at", check_time(self.at, "at"))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "gateway": self.gateway,
+            "session": self.session,
+            "seq_from": self.seq_from,
+            "seq_to": self.seq_to,
+            "reason": self.reason,
+            "detail": self.detail,
+            "at": time_text(self.at),
+        }
+
+    @classmethod
+    def from_wire(cls, body: object) -> Nack:
+        def build() -> Nack:
+            data = _fields(body, "nack", cls._KEYS)
+            return cls(
+                gateway=data["gateway"],
+                session=data["session"],
+                seq_from=data["seq_from"],
+                seq_to=data["seq_to"],
+                reason=data["reason"],
+                detail=data["detail"],
+                at=parse_time(data["at"], "at"),
+            )
+
+        return body_error(cls.TYPE, build)
+
+
+# -- birth, death, central state -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveEntry:
+    """One meter of the gateway's archive as central needs to know it.
+
+    ``address`` is the meter's key on the gateway — the same text readings carry as
+    ``meter`` (the address, or ``BUS#UNIT`` for Modbus).
+    """
+
+    _KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"address", "protocol", "bus", "area", "customer_class", "protected", "prepaid"}
+    )
+
+    address: str
+    protocol: str
+    bus: str
+    area: str
+    customer_class: str
+    protected: bool
+    prepaid: bool
+
+    def __post_init__(self) -> None:
+        check_text(self.address, "address")
+        check_text(self.protocol, "protocol")
+        check_text(self.bus, "bus")
+        check_text(self.area, "area", allow_empty=True)
+        check_text(self.customer_class, "customer_class")
+        check_bool(self.protected, "protected")
+        check_bool(self.prepaid, "prepaid")
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "protocol": self.protocol,
+            "bus": self.bus,
+            "area": self.area,
+            "customer_class": self.customer_class,
+            "protected": self.protected,
+            "prepaid": self.prepaid,
+        }
+
+    @classmethod
+    def from_wire(cls, body: object) -> ArchiveEntry:
+        data = _fields(body, "archive entry", cls._KEYS)
+        return cls(**{key: data[key] for key in cls._KEYS})
+
+
+@dataclass(frozen=True, slots=True)
+class Birth:
+    """The gateway's state, published retained after every connect and on ``rebirth``.
+
+    ``meters`` may be empty when the gateway sends a light birth (central keeps the last
+    full archive and compares ``archive_hash``); when present it holds ``meter_count``
+    entries. ``oldest_unacked_s`` is ``None`` with nothing unacknowledged;
+    ``clock_offset_s`` (gateway − reference, seconds) is ``None`` when not yet measured.
+    """
+
+    TYPE: ClassVar[str] = "birth"
+    _KEYS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "gateway",
+            "session",
+            "software_version",
+            "config_hash",
+            "archive_hash",
+            "meter_count",
+            "meters",
+            "tasks",
+            "log_depth",
+            "oldest_unacked_s",
+            "last_seq",
+            "acked_seq",
+            "clock_offset_s",
+            "boot_reason",
+            "sent_at",
+        }
+    )
+
+    gateway: str
+    session: int
+    software_version: str
+    config_hash: str
+    archive_hash: str
+    meter_count: int
+    meters: tuple[ArchiveEntry, ...]
+    log_depth: int
+    oldest_unacked_s: int | None
+    last_seq: int
+    acked_seq: int
+    clock_offset_s: Decimal | None
+    boot_reason: str
+    sent_at: datetime
+    tasks: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_gateway_id(self.gateway)
+        check_int(self.session, "session")
+        check_text(self.software_version, "software_version")
+        check_text(self.config_hash, "config_hash")
+        check_text(self.archive_hash, "archive_hash")
+        check_int(self.meter_count, "meter_count", maximum=MAX_ARCHIVE_ENTRIES)
+        if not isinstance(self.meters, tuple | list) or not all(
+            isinstance(entry, ArchiveEntry) for entry in self.meters
+        ):
+            raise LocalProtocolError("meters must be a tuple of ArchiveEntry")
+        _set(self, "meters", tuple(self.meters))
+        if self.meters and len(self.meters) != self.meter_count:
+            raise LocalProtocolError(
+                f"meter_count {self.meter_count} but {len(self.meters)} archive entries"
+            )
+        addresses = {entry.address for entry in self.meters}
+        if len(addresses) != len(self.meters):
+            raise LocalProtocolError("the archive lists a meter address twice")
+        _set(self, "tasks", check_names(self.tasks, "tasks"))
+        check_int(self.log_depth, "log_depth")
+        if self.oldest_unacked_s is not None:
+            check_int(self.oldest_unacked_s, "oldest_unacked_s")
+        check_int(self.last_seq, "last_seq")
+        check_int(self.acked_seq, "acked_seq", maximum=self.last_seq)
+        _set(self, "clock_offset_s", check_optional_decimal(self.clock_offset_s, "clock_offset_s"))
+        check_text(self.boot_reason, "boot_reason")
+        _set(self, "sent_at", check_time(self.sent_at, "sent_at"))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "gateway": self.gateway,
+            "session": self.session,
+            "software_version": self.software_version,
+            "config_hash": self.config_hash,
+            "archive_hash": self.archive_hash,
+            "meter_count": self.meter_count,
+            "meters": [entry.to_wire() for entry in self.meters],
+            "tasks": list(self.tasks),
+            "log_depth": self.log_depth,
+            "oldest_unacked_s": self.oldest_unacked_s,
+            "last_seq": self.last_seq,
+            "acked_seq": self.acked_seq,
+            "clock_offset_s": (
+                None if self.clock_offset_s is None else decimal_text(self.clock_offset_s)
+            ),
+            "boot_reason": self.boot_reason,
+            "sent_at": time_text(self.sent_at),
+        }
+
+    @classmethod
+    def from_wire(cls, body: object) -> Birth:
+        def build() -> Birth:
+            data = _fields(body, "birth", cls._KEYS)
+            meters = data["meters"]
+            if not isinstance(meters, list) or len(meters) > MAX_ARCHIVE_ENTRIES:
+                raise LocalProtocolError(
+                    f"meters must be a JSON array of at most {MAX_ARCHIVE_ENTRIES} entries"
+                )
+            return cls(
+                gateway=data["gateway"],
+                session=data["session"],
+                software_version=data["software_version"],
+                config_hash=data["config_hash"],
+                archive_hash=data["archive_hash"],
+                meter_count=data["meter_count"],
+                meters=tuple(ArchiveEntry.from_wire(entry) for entry in meters),
+                tasks=data["tasks"],
+                log_depth=data["log_depth"],
+                oldest_unacked_s=data["oldest_unacked_s"],
+                last_seq=data["last_seq"],
+                acked_seq=data["acked_seq"],
+                clock_offset_s=parse_optional_decimal(data["clock_offset_s"], "clock_offset_s"),
+                boot_reason=data["boot_reason"],
+                sent_at=parse_time(data["sent_at"], "sent_at"),
+            )
+
+        return body_error(cls.TYPE, build)
+
+
+@dataclass(frozen=True, slots=True)
+class Death:
+    """The gateway's MQTT will: session ``session`` is gone.
+
+    The will is registered at CONNECT, so ``at`` is when that session began; the broker
+    publishes it when the connection dies. Central ignores a death whose session is older
+    than the gateway's latest birth (a late will after a fast reconnect).
+    """
+
+    TYPE: ClassVar[str] = "death"
+    _KEYS: ClassVar[frozenset[str]] = frozenset({"gateway", "session", "at"})
+
+    gateway: str
+    session: int
+    at: datetime
+
+    def __post_init__(self) -> None:
+        check_gateway_id(self.gateway)
+        check_int(self.session, "session")
+        _set(self, "at", check_time(self.at, "at"))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"gateway": self.gateway, "session": self.session, "at": time_text(self.at)}
+
+    @classmethod
+    def from_wire(cls, body: object) -> Death:
+        def build() -> Death:
+            data = _fields(body, "death", cls._KEYS)
+            return cls(data["gateway"], data["session"], parse_time(data["at"], "at"))
+
+        return body_error(cls.TYPE, build)
+
+
+@dataclass(frozen=True, slots=True)
+class CentralState:
+    """Central's retained online state; its MQTT will publishes ``online: false``.
+
+    Gateways publish batches only while central is online (D2.5); births and command
+    results go out regardless.
+    """
+
+    TYPE: ClassVar[str] = "central_state"
+    _KEYS: ClassVar[frozenset[str]] = frozenset({"online", "at"})
+
+    online: bool
+    at: datetime
+
+    def __post_init__(self) -> None:
+        check_bool(self.online, "online")
+        _set(self, "at", check_time(self.at, "at"))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"online": self.online, "at": time_text(self.at)}
+
+    @classmethod
+    def from_wire(cls, body: object) -> CentralState:
+        def build() -> CentralState:
+            data = _fields(body, "central_state", cls._KEYS)
+            return cls(data["online"], parse_time(data["at"], "at"))
+
+        return body_error(cls.TYPE, build)
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def _optional_meters(value: object) -> tuple[str, ...] | None:
+    return None if value is None else check_names(value, "meters")
+
+
+@dataclass(frozen=True, slots=True)
+class RebirthArgs:
+    """Publish a fresh birth; never drops or replaces data (Sparkplug lesson)."""
+
+    KIND: ClassVar[str] = "rebirth"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> RebirthArgs:
+        _fields(data, "rebirth args", frozenset())
+        return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class ResyncArgs:
+    """Send the log again from ``from_seq`` (records still kept by retention)."""
+
+    KIND: ClassVar[str] = "resync"
+    from_seq: int
+
+    def __post_init__(self) -> None:
+        check_int(self.from_seq, "from_seq")
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"from_seq": self.from_seq}
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> ResyncArgs:
+        return cls(_fields(data, "resync args", frozenset({"from_seq"}))["from_seq"])
+
+
+@dataclass(frozen=True, slots=True)
+class ResendArgs:
+    """Send again one meter's readings (of one quantity, or all) with ``start <= time < end``."""
+
+    KIND: ClassVar[str] = "resend"
+    meter: str
+    obis: str | None
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        check_text(self.meter, "meter")
+        check_optional_text(self.obis, "obis")
+        _set(self, "start", check_time(self.start, "start"))
+        _set(self, "end", check_time(self.end, "end"))
+        if self.start >= self.end:
+            raise LocalProtocolError(f"resend range is empty: start {self.start} >= end")
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "meter": self.meter,
+            "obis": self.obis,
+            "start": time_text(self.start),
+            "end": time_text(self.end),
+        }
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> ResendArgs:
+        data = _fields(data, "resend args", frozenset({"meter", "obis", "start", "end"}))
+        return cls(
+            data["meter"],
+            data["obis"],
+            parse_time(data["start"], "start"),
+            parse_time(data["end"], "end"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReadNowArgs:
+    """Read ``what`` (an OBIS code of the quantity vocabulary) from one meter now."""
+
+    KIND: ClassVar[str] = "read_now"
+    meter: str
+    what: str
+
+    def __post_init__(self) -> None:
+        check_text(self.meter, "meter")
+        check_text(self.what, "what")
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"meter": self.meter, "what": self.what}
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> ReadNowArgs:
+        data = _fields(data, "read_now args", frozenset({"meter", "what"}))
+        return cls(data["meter"], data["what"])
+
+
+#: Meters keep a few days of daily freezes; 31 days covers the longest (monthly) window.
+MAX_BACKFILL_DAYS: Final = 31
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillArgs:
+    """Walk the last ``days`` days of expected slots (all meters, or the ones listed)."""
+
+    KIND: ClassVar[str] = "backfill"
+    days: int
+    meters: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        check_int(self.days, "days", minimum=1, maximum=MAX_BACKFILL_DAYS)
+        _set(self, "meters", _optional_meters(self.meters))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"days": self.days, "meters": None if self.meters is None else list(self.meters)}
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> BackfillArgs:
+        data = _fields(data, "backfill args", frozenset({"days", "meters"}))
+        return cls(data["days"], data["meters"])
+
+
+@dataclass(frozen=True, slots=True)
+class ClockSyncArgs:
+    """Check and, past the threshold, set the clocks of all meters (or the ones listed)."""
+
+    KIND: ClassVar[str] = "clock_sync"
+    meters: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        _set(self, "meters", _optional_meters(self.meters))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"meters": None if self.meters is None else list(self.meters)}
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> ClockSyncArgs:
+        return cls(_fields(data, "clock_sync args", frozenset({"meters"}))["meters"])
+
+
+CommandArgs = RebirthArgs | ResyncArgs | ResendArgs | ReadNowArgs | BackfillArgs | ClockSyncArgs
+_ARGS_BY_KIND: Final[dict[str, Any]] = {
+    cls.KIND: cls
+    for cls in (RebirthArgs, ResyncArgs, ResendArgs, ReadNowArgs, BackfillArgs, ClockSyncArgs)
+}
+COMMAND_KINDS: Final = frozenset(_ARGS_BY_KIND)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A command from central, signed by central; ``kind`` follows from ``args``' type.
+
+    ``id`` makes it idempotent: the gateway runs an id at most once and answers a repeat
+    with status ``duplicate``. It is valid from ``issued_at`` until ``expires_at``.
+    """
+
+    TYPE: ClassVar[str] = "cmd"
+    _KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"id", "gateway", "kind", "args", "issued_at", "expires_at"}
+    )
+
+    id: uuid.UUID
+    gateway: str
+    args: CommandArgs
+    issued_at: datetime
+    expires_at: datetime
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, uuid.UUID):
+            raise LocalProtocolError(f"id must be a uuid.UUID, not {type(self.id).__name__}")
+        check_gateway_id(self.gateway)
+        if not isinstance(self.args, tuple(_ARGS_BY_KIND.values())):
+            raise LocalProtocolError(
+                f"args must be one of {', '.join(sorted(COMMAND_KINDS))} arguments, "
+                f"not {type(self.args).__name__}"
+            )
+        _set(self, "issued_at", check_time(self.issued_at, "issued_at"))
+        _set(self, "expires_at", check_time(self.expires_at, "expires_at"))
+        lifetime = self.expires_at - self.issued_at
+        if lifetime <= timedelta(0):
+            raise LocalProtocolError("expires_at must be after issued_at")
+        if lifetime > MAX_COMMAND_LIFETIME:
+            raise LocalProtocolError(
+                f"a command may live at most {MAX_COMMAND_LIFETIME}, not {lifetime}"
+            )
+
+    @property
+    def kind(self) -> str:
+        return self.args.KIND
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "gateway": self.gateway,
+            "kind": self.kind,
+            "args": self.args.to_wire(),
+            "issued_at": time_text(self.issued_at),
+            "expires_at": time_text(self.expires_at),
+        }
+
+    @classmethod
+    def from_wire(cls, body: object) -> Command:
+        def build() -> Command:
+            data = _fields(body, "cmd", cls._KEYS)
+            kind = check_choice(data["kind"], "command kind", COMMAND_KINDS)
+            args = _ARGS_BY_KIND[kind].from_wire(data["args"])
+            return cls(
+                id=_parse_uuid(data["id"]),
+                gateway=data["gateway"],
+                args=args,
+                issued_at=parse_time(data["issued_at"], "issued_at"),
+                expires_at=parse_time(data["expires_at"], "expires_at"),
+            )
+
+        return body_error(cls.TYPE, build)
+
+
+def _parse_uuid(value: object) -> uuid.UUID:
+    if not isinstance(value, str) or len(value) != 36:
+        raise LocalProtocolError(f"id {value!r} is not a UUID in its 36-character form")
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError as exc:
+        raise LocalProtocolError(f"id {value!r} is not a UUID") from exc
+    if str(parsed) != value:
+        raise LocalProtocolError(f"id {value!r} is not in canonical lower-case form")
+    return parsed
+
+
+#: ``ok`` done; ``refused`` not allowed (unsigned, bad signature, unknown meter, rate
+#: limit); ``failed`` tried and failed (meter silent); ``expired`` arrived after its expiry;
+#: ``duplicate`` an id already run (the earlier result stands).
+COMMAND_STATUSES: Final = frozenset({"ok", "refused", "failed", "expired", "duplicate"})
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """The gateway's answer to one command, with the meter's own response when there is one.
+
+    ``detail`` is a small JSON object (a reason, counts, values read); ``meter_response_hex``
+    is the meter's response frame as lower-case hex, so central can audit exactly what the
+    meter said.
+    """
+
+    TYPE: ClassVar[str] = "cmd_result"
+    _KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"id", "gateway", "status", "detail", "meter_response_hex", "at"}
+    )
+
+    id: uuid.UUID
+    gateway: str
+    status: str
+    detail: dict[str, Any] = field(hash=False)
+    meter_response_hex: str | None
+    at: datetime
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, uuid.UUID):
+            raise LocalProtocolError(f"id must be a uuid.UUID, not {type(self.id).__name__}")
+        check_gateway_id(self.gateway)
+        check_choice(self.status, "status", COMMAND_STATUSES)
+        _set(self, "detail", check_detail(self.detail, "detail"))
+        if self.meter_response_hex is not None:
+            _check_hex(self.meter_response_hex)
+        _set(self, "at", check_time(self.at, "at"))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "gateway": self.gateway,
+            "status": self.status,
+            "detail": self.detail,
+            "meter_response_hex": self.meter_response_hex,
+            "at": time_text(self.at),
+        }
+
+    @classmethod
+    def from_wire(cls, body: object) -> CommandResult:
+        def build() -> CommandResult:
+            data = _fields(body, "cmd_result", cls._KEYS)
+            return cls(
+                id=_parse_uuid(data["id"]),
+                gateway=data["gateway"],
+                status=data["status"],
+                detail=data["detail"],
+                meter_response_hex=data["meter_response_hex"],
+                at=parse_time(data["at"], "at"),
+            )
+
+        return body_error(cls.TYPE, build)
+
+
+_HEX_DIGITS: Final = frozenset("0123456789abcdef")
+
+
+def _check_hex(value: object) -> None:
+    if not isinstance(value, str):
+        raise LocalProtocolError("meter_response_hex must be a string")
+    if len(value) % 2 or len(value) > 2 * MAX_METER_RESPONSE_BYTES or not set(value) <= _HEX_DIGITS:
+        raise LocalProtocolError(
+            "meter_response_hex must be lower-case hex of whole bytes, "
+            f"at most {MAX_METER_RESPONSE_BYTES} bytes"
+        )
+
+
+Message = RecordBatch | Ack | Nack | Birth | Death | CentralState | Command | CommandResult
+MESSAGE_TYPES: Final[dict[str, Any]] = {
+    cls.TYPE: cls
+    for cls in (RecordBatch, Ack, Nack, Birth, Death, CentralState, Command, CommandResult)
+}
