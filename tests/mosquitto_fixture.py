@@ -179,6 +179,7 @@ def start_broker(
     tls: bool = True,
     acl: object = _DEFAULT_ACL,
     settings: dict[str, Any] | None = None,
+    ca: DeviceCA | None = None,
 ) -> Broker:
     """Start mosquitto on a free port with its config in `tmp_path/mosquitto`.
 
@@ -186,6 +187,7 @@ def start_broker(
     and server certificate; `acl` is the production ACL unless given (text, or None).
     tls=False: one plaintext listener, anonymous allowed, no ACL.
     `settings` overrides BrokerSettings fields (e.g. {"max_queued_messages": 100}).
+    `ca` is the device CA to trust (e.g. one `central gateway enroll` used); default a new one.
     """
     binary = require_mosquitto()
     directory = tmp_path / "mosquitto"
@@ -195,7 +197,6 @@ def start_broker(
     persistence_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     run_as_user = "root" if os.geteuid() == 0 else None
-    ca: DeviceCA | None = None
     ca_file: Path | None = None
 
     if tls:
@@ -207,7 +208,7 @@ def start_broker(
             run_as_user=run_as_user,
             **(settings or {}),
         )
-        ca = DeviceCA.load_or_create(directory / "ca")
+        ca = ca or DeviceCA.load_or_create(directory / "ca")
         ca_file = broker_settings.ca_file
         ca_file.write_bytes(ca.certificate_pem)
         ca.issue_server([HOST, "localhost"]).write(config_dir, "server.crt", "server.key")
@@ -220,6 +221,7 @@ def start_broker(
         config_file = broker_settings.config_file
         config_file.write_text(text, encoding="utf-8")
     else:
+        ca = None
         config_file = config_dir / "mosquitto.conf"
         lines = [
             f"listener {port} {HOST}",

@@ -1,0 +1,267 @@
+"""Broker security against a real mosquitto running exactly the production config and ACL.
+
+One broker serves the module (starting mosquitto costs little, TLS handshakes cost more);
+each test uses its own gateway ids so that no test sees another's messages. "Receives
+nothing" is never a bare sleep: after the forbidden message the test sends an allowed one on
+the same path and waits for it, so MQTT's per-session ordering proves the forbidden one was
+dropped, not late.
+"""
+
+from __future__ import annotations
+
+import queue
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from mosquitto_fixture import Broker, start_broker
+from paho.mqtt.enums import CallbackAPIVersion
+
+from central.security import (
+    DeviceCA,
+    enroll_gateway,
+    issue_central_service_identity,
+)
+from central.security.enrolment import ca_directory
+
+TIMEOUT_S = 5.0
+INGEST = "$share/ingest/m2c/v1/gw/+/batch"
+
+
+@dataclass
+class Session:
+    """A paho client driven synchronously: connect, subscribe, publish, and wait."""
+
+    client: Any
+    messages: queue.Queue[Any] = field(default_factory=queue.Queue)
+    connack: queue.Queue[Any] = field(default_factory=queue.Queue)
+    subacks: queue.Queue[list[Any]] = field(default_factory=queue.Queue)
+    pubacks: dict[int, Any] = field(default_factory=dict)
+    _puback_event: threading.Condition = field(default_factory=threading.Condition)
+
+    def __post_init__(self) -> None:
+        self.client.on_connect = lambda _c, _u, _f, reason, _p: self.connack.put(reason)
+        self.client.on_connect_fail = lambda _c, _u: self.connack.put("connect failed")
+        self.client.on_disconnect = lambda _c, _u, _f, reason, _p: self.connack.put(reason)
+        self.client.on_message = lambda _c, _u, message: self.messages.put(message)
+        self.client.on_subscribe = lambda _c, _u, _mid, codes, _p: self.subacks.put(codes)
+        self.client.on_publish = self._on_publish
+
+    def _on_publish(self, _client: Any, _userdata: Any, mid: int, reason: Any, _p: Any) -> None:
+        with self._puback_event:
+            self.pubacks[mid] = reason
+            self._puback_event.notify_all()
+
+    def connect(self, broker: Broker) -> bool:
+        """True when the broker sent CONNACK success; False on any refusal or TLS failure."""
+        try:
+            self.client.connect(broker.host, broker.port, keepalive=30)
+        except (OSError, ssl.SSLError):
+            return False
+        self.client.loop_start()
+        try:
+            reason = self.connack.get(timeout=TIMEOUT_S)
+        except queue.Empty:
+            return False
+        return not isinstance(reason, str) and not reason.is_failure and reason == 0
+
+    def subscribe(self, topic: str) -> list[Any]:
+        self.client.subscribe(topic, qos=1)
+        return self.subacks.get(timeout=TIMEOUT_S)
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
+        """Publish at QoS 1; True when the PUBACK says accepted (MQTT 5 reason code < 0x80).
+
+        Mosquitto answers a publish the ACL denies with 0x87 Not authorized.
+        """
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        with self._puback_event:
+            assert self._puback_event.wait_for(lambda: info.mid in self.pubacks, TIMEOUT_S)
+            return not self.pubacks[info.mid].is_failure
+
+    def next_message(self) -> Any:
+        return self.messages.get(timeout=TIMEOUT_S)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _client(client_id: str = "") -> Any:
+    return mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5,
+    )
+
+
+@dataclass
+class Deployment:
+    """A state dir with a device CA, a broker trusting it, and helpers to make sessions."""
+
+    state_dir: Path
+    broker: Broker
+    central_files: tuple[Path, Path, Path]
+    sessions: list[Session] = field(default_factory=list)
+
+    def gateway(self, gateway_id: str) -> Session:
+        bundle = self.state_dir / "bundles" / gateway_id
+        if not bundle.exists():
+            enroll_gateway(self.state_dir, gateway_id)
+        return self._session(
+            gateway_id, bundle / "ca.crt", bundle / "gateway.crt", bundle / "gateway.key"
+        )
+
+    def central(self, client_id: str = "") -> Session:
+        ca_file, certificate_file, key_file = self.central_files
+        return self._session(client_id, ca_file, certificate_file, key_file)
+
+    def _session(self, client_id: str, ca_file: Path, cert: Path, key: Path) -> Session:
+        client = _client(client_id)
+        client.tls_set(ca_certs=str(ca_file), certfile=str(cert), keyfile=str(key))
+        session = Session(client)
+        assert session.connect(self.broker), self.broker.log()
+        self.sessions.append(session)
+        return session
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    tmp_path = tmp_path_factory.mktemp("broker-security")
+    state_dir = tmp_path / "state"
+    ca = DeviceCA.create(ca_directory(state_dir))
+    broker = start_broker(tmp_path, ca=ca)
+    central_files = issue_central_service_identity(state_dir, tmp_path / "central")
+    deployment = Deployment(state_dir, broker, central_files)
+    yield deployment
+    for session in deployment.sessions:
+        session.close()
+    broker.stop()
+
+
+def _refused(broker: Broker, client: Any) -> bool:
+    session = Session(client)
+    connected = session.connect(broker)
+    session.close()
+    return not connected
+
+
+# --- who may connect ------------------------------------------------------------------------
+
+
+def test_an_enrolled_gateway_batch_reaches_central_through_the_shared_subscription(
+    deployment: Deployment,
+) -> None:
+    central = deployment.central("ingest-1")
+    assert [code.value for code in central.subscribe(INGEST)] == [1]
+    gateway = deployment.gateway("gw-ingest")
+
+    assert gateway.publish("m2c/v1/gw/gw-ingest/batch", b"batch-1")
+
+    message = central.next_message()
+    assert (message.topic, message.payload) == ("m2c/v1/gw/gw-ingest/batch", b"batch-1")
+
+
+def test_a_client_without_a_certificate_is_refused(deployment: Deployment) -> None:
+    client = _client("anonymous")
+    client.tls_set(ca_certs=str(deployment.broker.ca_file))
+    client.username_pw_set("gw-anon", "any password")  # passwords are not an identity here
+    assert _refused(deployment.broker, client)
+
+
+def test_a_plaintext_connection_is_refused(deployment: Deployment) -> None:
+    assert _refused(deployment.broker, _client("plaintext"))
+
+
+def test_the_tls_port_is_the_only_one_mosquitto_opens(deployment: Deployment) -> None:
+    # No default 1883 listener sneaks in beside ours: the config has exactly one listener.
+    text = deployment.broker.config_file.read_text(encoding="utf-8")
+    listeners = [line for line in text.splitlines() if line.startswith("listener ")]
+    assert listeners == [f"listener {deployment.broker.port} 127.0.0.1"]
+
+
+def test_a_certificate_from_another_ca_is_refused(deployment: Deployment, tmp_path: Path) -> None:
+    impostor_ca = DeviceCA.create(tmp_path / "other-ca")
+    impostor_ca.issue_client("gw-ingest").write(tmp_path, "client.crt", "client.key")
+    client = _client("impostor")
+    client.tls_set(
+        ca_certs=str(deployment.broker.ca_file),
+        certfile=str(tmp_path / "client.crt"),
+        keyfile=str(tmp_path / "client.key"),
+    )
+    assert _refused(deployment.broker, client)
+
+
+# --- what a connected gateway may touch -------------------------------------------------------
+
+
+def test_gateway_a_cannot_publish_to_gateway_b_batch_topic(deployment: Deployment) -> None:
+    central = deployment.central("ingest-isolation")
+    central.subscribe("m2c/v1/gw/+/batch")
+    deployment.gateway("gw-b-victim")
+    attacker = deployment.gateway("gw-a-attacker")
+
+    assert not attacker.publish("m2c/v1/gw/gw-b-victim/batch", b"forged")
+    assert attacker.publish("m2c/v1/gw/gw-a-attacker/batch", b"own")
+
+    message = central.next_message()
+    assert (message.topic, message.payload) == ("m2c/v1/gw/gw-a-attacker/batch", b"own")
+    assert central.messages.empty()
+
+
+@pytest.mark.parametrize("topic", ["ack", "cmd"])
+def test_gateway_a_cannot_read_gateway_b_acks_or_commands(
+    deployment: Deployment, topic: str
+) -> None:
+    victim, attacker = f"gw-b-{topic}", f"gw-a-{topic}"
+    deployment.gateway(victim)
+    spy = deployment.gateway(attacker)
+    spy.subscribe(f"m2c/v1/gw/{victim}/{topic}")
+    spy.subscribe("m2c/v1/gw/+/#")
+    spy.subscribe(f"m2c/v1/gw/{attacker}/{topic}")
+    central = deployment.central()
+
+    assert central.publish(f"m2c/v1/gw/{victim}/{topic}", b"for the victim")
+    assert central.publish(f"m2c/v1/gw/{attacker}/{topic}", b"for the spy")
+
+    message = spy.next_message()
+    assert (message.topic, message.payload) == (f"m2c/v1/gw/{attacker}/{topic}", b"for the spy")
+    # The own topic matched two of its subscriptions; anything else would be the victim's.
+    while not spy.messages.empty():
+        assert spy.messages.get_nowait().topic == f"m2c/v1/gw/{attacker}/{topic}"
+
+
+def test_gateways_read_central_retained_state_but_cannot_write_it(
+    deployment: Deployment,
+) -> None:
+    central = deployment.central()
+    assert central.publish("m2c/v1/central/state", b"online", retain=True)
+    gateway = deployment.gateway("gw-state")
+
+    assert not gateway.publish("m2c/v1/central/state", b"offline", retain=True)
+    gateway.subscribe("m2c/v1/central/state")
+
+    message = gateway.next_message()
+    assert (message.payload, message.retain) == (b"online", True)
+
+
+def test_a_gateway_cannot_impersonate_central(deployment: Deployment) -> None:
+    forger = deployment.gateway("gw-forger")
+    deployment.gateway("gw-target")
+    for topic in ("m2c/v1/gw/gw-target/ack", "m2c/v1/gw/gw-target/cmd"):
+        assert not forger.publish(topic, b"forged")
+
+
+def test_the_listener_speaks_tls_with_the_broker_certificate(deployment: Deployment) -> None:
+    context = ssl.create_default_context(cafile=str(deployment.broker.ca_file))
+    with (
+        socket.create_connection((deployment.broker.host, deployment.broker.port)) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        assert tls.version() in {"TLSv1.2", "TLSv1.3"}
