@@ -8,10 +8,10 @@
     broker.stop()
 
 `start_broker(tmp_path, tls=False)` gives a plaintext, anonymous broker for tests that are
-not about security. With `tls=True` the config and ACL are exactly what
-`central broker config` writes (central.security.broker_config); pass `acl="..."` to use
-another ACL text, or `acl=None` for none. `kill()` + `restart()` keep the port and the
-persistence directory, for broker-crash tests.
+not about security (`broker.mqtt_client()` then needs no CN). With `tls=True` the config
+and ACL are exactly what `central broker config` writes (central.security.broker_config);
+pass `acl="..."` to use another ACL text, or `acl=None` for none. `kill()` + `restart()`
+keep the port and the persistence directory, for broker-crash tests.
 
 Never touches the shared broker on 1883. Skips the test when mosquitto is not installed.
 """
@@ -179,27 +179,68 @@ def start_broker(
     tls: bool = True,
     acl: object = _DEFAULT_ACL,
     settings: dict[str, Any] | None = None,
+    extra_config: str = "",
     ca: DeviceCA | None = None,
 ) -> Broker:
     """Start mosquitto on a free port with its config in `tmp_path/mosquitto`.
 
-    tls=True: the production config (central.security.broker_config) with a fresh device CA
-    and server certificate; `acl` is the production ACL unless given (text, or None).
-    tls=False: one plaintext listener, anonymous allowed, no ACL.
-    `settings` overrides BrokerSettings fields (e.g. {"max_queued_messages": 100}).
-    `ca` is the device CA to trust (e.g. one `central gateway enroll` used); default a new one.
+    tls=True: the production config (central.security.broker_config) with a device CA and a
+    server certificate for 127.0.0.1/localhost; `acl` is the production ACL unless given
+    (text, or None for no ACL file); `settings` overrides BrokerSettings fields, e.g.
+    {"max_queued_messages": 100}; `ca` is the device CA to trust (e.g. the one
+    `central gateway enroll` used), default a new one in tmp_path/mosquitto/ca.
+    tls=False: one plaintext listener, anonymous allowed, no ACL unless `acl` is text.
+    `extra_config` is appended verbatim (mosquitto.conf lines) in both modes.
     """
     binary = require_mosquitto()
     directory = tmp_path / "mosquitto"
+    (directory / "config").mkdir(parents=True, exist_ok=True)
+    (directory / "data").mkdir(parents=True, exist_ok=True)
+    if tls:
+        ca = ca or DeviceCA.load_or_create(directory / "ca")
+    for attempt in range(3):
+        port = free_port()
+        config_file, ca_file = _write_config(
+            directory, port, tls=tls, acl=acl, settings=settings, extra=extra_config, ca=ca
+        )
+        broker = Broker(
+            host=HOST,
+            port=port,
+            ca_file=ca_file,
+            directory=directory,
+            config_file=config_file,
+            log_file=directory / "mosquitto.log",
+            ca=ca if tls else None,
+            _binary=binary,
+        )
+        try:
+            broker.start()
+        except RuntimeError:
+            # Another process took the free port between probe and bind: try another one.
+            if attempt == 2 or "Address already in use" not in broker.log():
+                raise
+            continue
+        return broker
+    raise AssertionError("unreachable")
+
+
+def _write_config(
+    directory: Path,
+    port: int,
+    *,
+    tls: bool,
+    acl: object,
+    settings: dict[str, Any] | None,
+    extra: str,
+    ca: DeviceCA | None,
+) -> tuple[Path, Path | None]:
     config_dir = directory / "config"
     persistence_dir = directory / "data"
-    config_dir.mkdir(parents=True, exist_ok=True)
-    persistence_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    # Started as root, mosquitto would drop to user `mosquitto`, which cannot read a 0600 key
+    # in root's private pytest tmp; the production config leaves `user` at its default.
     run_as_user = "root" if os.geteuid() == 0 else None
-    ca_file: Path | None = None
-
     if tls:
+        assert ca is not None
         broker_settings = BrokerSettings(
             config_dir=config_dir,
             persistence_dir=persistence_dir,
@@ -208,48 +249,32 @@ def start_broker(
             run_as_user=run_as_user,
             **(settings or {}),
         )
-        ca = ca or DeviceCA.load_or_create(directory / "ca")
-        ca_file = broker_settings.ca_file
-        ca_file.write_bytes(ca.certificate_pem)
-        ca.issue_server([HOST, "localhost"]).write(config_dir, "server.crt", "server.key")
+        broker_settings.ca_file.write_bytes(ca.certificate_pem)
+        if not broker_settings.certificate_file.exists():
+            ca.issue_server([HOST, "localhost"]).write(config_dir, "server.crt", "server.key")
         acl_text = render_acl() if acl is _DEFAULT_ACL else acl
         text = render_mosquitto_conf(broker_settings)
         if acl_text is None:
             text = text.replace(f"acl_file {broker_settings.acl_file}\n", "")
         else:
             broker_settings.acl_file.write_text(str(acl_text), encoding="utf-8")
-        config_file = broker_settings.config_file
-        config_file.write_text(text, encoding="utf-8")
-    else:
-        ca = None
-        config_file = config_dir / "mosquitto.conf"
-        lines = [
-            f"listener {port} {HOST}",
-            "allow_anonymous true",
-            "persistence true",
-            f"persistence_location {persistence_dir}/",
-            "log_dest stderr",
-            *([f"user {run_as_user}"] if run_as_user else []),
-        ]
-        for key, value in (settings or {}).items():
-            lines.append(f"{key} {value}")
-        if acl not in (_DEFAULT_ACL, None):
-            (config_dir / "acl").write_text(str(acl), encoding="utf-8")
-            lines.append(f"acl_file {config_dir / 'acl'}")
-        config_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        broker_settings.config_file.write_text(text + extra, encoding="utf-8")
+        return broker_settings.config_file, broker_settings.ca_file
 
-    broker = Broker(
-        host=HOST,
-        port=port,
-        ca_file=ca_file,
-        directory=directory,
-        config_file=config_file,
-        log_file=directory / "mosquitto.log",
-        ca=ca,
-        _binary=binary,
-    )
-    broker.start()
-    return broker
+    lines = [
+        f"listener {port} {HOST}",
+        "allow_anonymous true",
+        "persistence true",
+        f"persistence_location {persistence_dir}/",
+        "log_dest stderr",
+        *([f"user {run_as_user}"] if run_as_user else []),
+    ]
+    if acl not in (_DEFAULT_ACL, None):
+        (config_dir / "acl").write_text(str(acl), encoding="utf-8")
+        lines.append(f"acl_file {config_dir / 'acl'}")
+    config_file = config_dir / "mosquitto.conf"
+    config_file.write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
+    return config_file, None
 
 
 @pytest.fixture

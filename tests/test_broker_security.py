@@ -265,3 +265,36 @@ def test_the_listener_speaks_tls_with_the_broker_certificate(deployment: Deploym
         context.wrap_socket(raw, server_hostname="localhost") as tls,
     ):
         assert tls.version() in {"TLSv1.2", "TLSv1.3"}
+
+
+def test_a_gateway_will_reaches_central_only_on_its_own_death_topic(
+    deployment: Deployment,
+) -> None:
+    # The broker publishes a will on the gateway's behalf, under the gateway's ACL: a forged
+    # death would make central mark another gateway offline.
+    central = deployment.central()
+    central.subscribe("m2c/v1/gw/+/death")
+    deployment.gateway("gw-will-victim")
+    enroll_gateway(deployment.state_dir, "gw-will-forger")
+    enroll_gateway(deployment.state_dir, "gw-will-honest")
+
+    for gateway_id, will_topic in (
+        ("gw-will-forger", "m2c/v1/gw/gw-will-victim/death"),
+        ("gw-will-honest", "m2c/v1/gw/gw-will-honest/death"),
+    ):
+        bundle = deployment.state_dir / "bundles" / gateway_id
+        client = _client(gateway_id)
+        client.tls_set(
+            ca_certs=str(bundle / "ca.crt"),
+            certfile=str(bundle / "gateway.crt"),
+            keyfile=str(bundle / "gateway.key"),
+        )
+        client.will_set(will_topic, gateway_id.encode(), qos=1, retain=True)
+        session = Session(client)
+        assert session.connect(deployment.broker)
+        client.loop_stop()
+        client.socket().close()  # a lost link, not a DISCONNECT: the will fires
+
+    message = central.next_message()
+    assert (message.topic, message.payload) == ("m2c/v1/gw/gw-will-honest/death", b"gw-will-honest")
+    assert central.messages.empty()
