@@ -29,9 +29,11 @@ from central.security import (
     issue_central_service_identity,
 )
 from central.security.enrolment import ca_directory
+from shared_protocol.wire.envelope import MAX_PAYLOAD_BYTES
+from shared_protocol.wire.topics import INGEST_SUBSCRIPTION
 
 TIMEOUT_S = 5.0
-INGEST = "$share/ingest/m2c/v1/gw/+/batch"
+INGEST = INGEST_SUBSCRIPTION
 
 
 @dataclass
@@ -298,3 +300,17 @@ def test_a_gateway_will_reaches_central_only_on_its_own_death_topic(
     message = central.next_message()
     assert (message.topic, message.payload) == ("m2c/v1/gw/gw-will-honest/death", b"gw-will-honest")
     assert central.messages.empty()
+
+
+def test_the_largest_payload_the_contract_allows_passes_the_broker(
+    deployment: Deployment,
+) -> None:
+    # max_packet_size must leave room for a MAX_PAYLOAD_BYTES batch plus topic and properties.
+    central = deployment.central("ingest-large")
+    central.subscribe("m2c/v1/gw/gw-large/batch")
+    gateway = deployment.gateway("gw-large")
+    payload = bytes(range(256)) * (MAX_PAYLOAD_BYTES // 256)
+
+    assert gateway.publish("m2c/v1/gw/gw-large/batch", payload)
+
+    assert central.next_message().payload == payload

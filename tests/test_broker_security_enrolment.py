@@ -20,7 +20,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from central.cli import cli
+from central.security import EnrolmentError, validate_gateway_id
 from central.security.broker_config import BrokerSettings, render_acl, render_mosquitto_conf
+from shared_protocol.errors import LocalProtocolError
+from shared_protocol.wire.envelope import load_public_key
+from shared_protocol.wire.topics import batch_topic
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,10 +49,10 @@ def _mode(path: Path) -> int:
 # --- names ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["gw/1", "+", "#", "GW1", "Gw-1", "", "-gw", "gw 1", "gw_1", "a" * 64, "gw.1", "gw-é"],
-)
+INVALID_IDS = ["gw/1", "+", "#", "GW1", "Gw-1", "", "-gw", "gw 1", "gw_1", "a" * 64, "gw.1", "gw-é"]
+
+
+@pytest.mark.parametrize("name", INVALID_IDS)
 def test_an_invalid_gateway_id_is_refused_with_the_rule(state_dir: Path, name: str) -> None:
     # `--`: a name starting with '-' would otherwise be taken for an option
     code, output = run(state_dir, "gateway", "enroll", "--", name)
@@ -57,6 +61,21 @@ def test_an_invalid_gateway_id_is_refused_with_the_rule(state_dir: Path, name: s
     assert f"gateway id {name!r} is not valid" in output
     assert "a-z, 0-9 and '-'" in output
     assert not (state_dir / "gateways").exists()
+
+
+@pytest.mark.parametrize("name", [*INVALID_IDS, "central", "gw-1", "a" * 63])
+def test_enrolment_and_the_wire_contract_agree_on_gateway_ids(name: str) -> None:
+    try:
+        validate_gateway_id(name)
+        ours = True
+    except EnrolmentError:
+        ours = False
+    try:
+        batch_topic(name)  # the contract refuses an id that is not a gateway's
+        theirs = True
+    except LocalProtocolError:
+        theirs = False
+    assert ours == theirs
 
 
 def test_the_central_service_id_cannot_be_enrolled_as_a_gateway(state_dir: Path) -> None:
@@ -144,6 +163,14 @@ def test_the_bundle_holds_a_ca_signed_client_certificate_and_the_registered_sign
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
     assert base64.b64decode(record["signing_public_key"]) == raw_public
+    assert record["signing_public_key_pem"] == (bundle / "signing.pub").read_text()
+    assert (
+        load_public_key(record["signing_public_key_pem"].encode()).public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        == raw_public
+    )
+    assert record["signing_key_id"] == "gw-7"
     assert record["certificate_serial"] == f"{certificate.serial_number:x}"
 
 

@@ -18,12 +18,16 @@ from central.security.ca import (
     write_public_file,
 )
 from central.security.enrolment import CENTRAL_SERVICE_ID, ca_directory
+from shared_protocol.wire.envelope import MAX_PAYLOAD_BYTES
+from shared_protocol.wire.topics import CENTRAL_STATE, gateway_filter
 
-# The topic tree of the edge→central contract (shared_protocol/wire/topics.py holds the same
-# strings for publishers and subscribers; a test checks they agree once it exists).
-GATEWAY_TOPIC = "m2c/v1/gw/{gw}"
-CENTRAL_STATE_TOPIC = "m2c/v1/central/state"
-INGEST_SHARE = "$share/ingest/m2c/v1/gw/+/batch"
+# Topics come from the edge→central contract (shared_protocol.wire.topics).
+
+
+def _own(kind: str) -> str:
+    """`m2c/v1/gw/%u/<kind>`: the gateway-wide filter with the CN in the id level."""
+    return gateway_filter(kind).replace("/+/", "/%u/", 1)
+
 
 Access = Literal["read", "write", "readwrite"]
 
@@ -39,26 +43,28 @@ class Grant:
 # substitutes it only when it is a whole topic level, and refuses usernames with '+', '#' or
 # '/' in patterns — our gateway ids cannot contain them anyway (enrolment.GATEWAY_ID_PATTERN).
 GATEWAY_GRANTS: tuple[Grant, ...] = (
-    Grant("write", "m2c/v1/gw/%u/batch", "its signed record batches"),
-    Grant("write", "m2c/v1/gw/%u/birth", "its retained birth after every connect"),
-    Grant("write", "m2c/v1/gw/%u/death", "its will; the broker publishes it on a lost link"),
-    Grant("write", "m2c/v1/gw/%u/cmd/result", "results of commands it ran"),
-    Grant("read", "m2c/v1/gw/%u/ack", "central's acknowledgements of its batches"),
-    Grant("read", "m2c/v1/gw/%u/cmd", "signed commands for it"),
-    Grant("read", CENTRAL_STATE_TOPIC, "central's retained online state gates publishing"),
+    Grant("write", _own("batch"), "its signed record batches"),
+    Grant("write", _own("birth"), "its retained birth after every connect"),
+    Grant("write", _own("death"), "its will; the broker publishes it on a lost link"),
+    Grant("write", _own("cmd_result"), "results of commands it ran"),
+    Grant("read", _own("ack"), "central's acknowledgements of its batches"),
+    Grant("read", _own("cmd"), "signed commands for it"),
+    # No %u here, so Mosquitto logs a harmless warning at start; a `pattern` line is the
+    # only way to grant one topic to every certificate user.
+    Grant("read", CENTRAL_STATE, "central's retained online state gates publishing"),
 )
 
 # The central service reads every gateway's uplink. A subscription to
 # $share/ingest/m2c/v1/gw/+/batch is checked against the filter after the share prefix, and
 # each delivered message against its own topic, so `read m2c/v1/gw/+/batch` covers both.
 CENTRAL_GRANTS: tuple[Grant, ...] = (
-    Grant("read", "m2c/v1/gw/+/batch", "batches, through $share/ingest/... consumers"),
-    Grant("read", "m2c/v1/gw/+/birth", "births (retained)"),
-    Grant("read", "m2c/v1/gw/+/death", "deaths (retained)"),
-    Grant("read", "m2c/v1/gw/+/cmd/result", "command results"),
-    Grant("write", "m2c/v1/gw/+/ack", "end-to-end acknowledgements"),
-    Grant("write", "m2c/v1/gw/+/cmd", "signed commands"),
-    Grant("readwrite", CENTRAL_STATE_TOPIC, "its own retained online state and will"),
+    Grant("read", gateway_filter("batch"), "batches, through $share/ingest/... consumers"),
+    Grant("read", gateway_filter("birth"), "births (retained)"),
+    Grant("read", gateway_filter("death"), "deaths (retained)"),
+    Grant("read", gateway_filter("cmd_result"), "command results"),
+    Grant("write", gateway_filter("ack"), "end-to-end acknowledgements"),
+    Grant("write", gateway_filter("cmd"), "signed commands"),
+    Grant("readwrite", CENTRAL_STATE, "its own retained online state and will"),
 )
 
 
@@ -81,9 +87,10 @@ class BrokerSettings:
     # ~50 batches for a consumer that is briefly behind, with room to spare. Past the limit
     # Mosquitto drops QoS 1 messages — safe, because the gateway will resend them.
     max_queued_messages: int = 10000
-    # A batch of a few hundred compressed records is tens of KiB; 1 MiB caps what one
+    # The wire contract's largest payload plus room for the topic and MQTT 5 properties;
+    # anything larger is refused by the receivers anyway, and the cap bounds what one
     # misbehaving client can make the broker buffer per packet (OWASP API4).
-    max_packet_size: int = 1024 * 1024
+    max_packet_size: int = MAX_PAYLOAD_BYTES + 64 * 1024
     # Persistence is a periodic snapshot (reliability.md B.3): a crash loses up to this many
     # seconds of queued messages. End-to-end acks make that a delay, not a loss; 60 s keeps the
     # resend after a crash short without rewriting the snapshot constantly.

@@ -9,7 +9,9 @@ then the JSON files are the record, so their format is small and fixed (format 1
       "format": 1,
       "gateway_id": "gw-0001",
       "signing_key_algorithm": "ed25519",
+      "signing_key_id": "gw-0001",
       "signing_public_key": "<base64 of the raw 32-byte Ed25519 public key>",
+      "signing_public_key_pem": "-----BEGIN PUBLIC KEY-----\n...",
       "certificate_serial": "<hex>",
       "certificate_sha256": "<hex fingerprint of the DER certificate>",
       "certificate_not_after": "2028-11-29T15:30:00Z",
@@ -167,6 +169,9 @@ def enroll_gateway(
     signing_public = signing_key.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
+    signing_public_pem = signing_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     superseded: list[str] = []
     if previous is not None:
         superseded = [
@@ -177,7 +182,11 @@ def enroll_gateway(
         "format": REGISTRY_FORMAT,
         "gateway_id": gateway_id,
         "signing_key_algorithm": "ed25519",
+        # The key id the gateway puts in its envelopes' `sig.key_id` (shared_protocol.wire).
+        "signing_key_id": gateway_id,
         "signing_public_key": base64.b64encode(signing_public).decode("ascii"),
+        # The same key as PEM, the form central's `gateways.public_key_pem` column stores.
+        "signing_public_key_pem": signing_public_pem.decode("ascii"),
         "certificate_serial": f"{identity.serial_number:x}",
         "certificate_sha256": identity.fingerprint_sha256,
         "certificate_not_after": _timestamp(identity.not_after),
@@ -200,12 +209,7 @@ def enroll_gateway(
             serialization.NoEncryption(),
         ),
     )
-    write_public_file(
-        bundle / "signing.pub",
-        signing_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ),
-    )
+    write_public_file(bundle / "signing.pub", signing_public_pem)
     entry_text = json.dumps(record, indent=2, sort_keys=True) + "\n"
     write_public_file(bundle / "gateway.json", entry_text.encode("utf-8"))
 
