@@ -21,49 +21,73 @@ from typing import Any, Final
 from sqlalchemy import DateTime, Dialect, Numeric, String
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-__all__ = ["DECIMAL_PRECISION", "DECIMAL_SCALE", "ExactDecimal", "UTCDateTime", "decimal_text"]
+__all__ = [
+    "DECIMAL_PRECISION",
+    "DECIMAL_SCALE",
+    "ExactDecimal",
+    "UTCDateTime",
+    "checked_decimal",
+    "checked_utc",
+    "decimal_text",
+    "utc_text",
+]
 
 #: NUMERIC(20, 6): 14 integer digits hold any register (kWh to 6 decimals) or bill amount.
 DECIMAL_PRECISION: Final = 20
 DECIMAL_SCALE: Final = 6
-_MAX_ADJUSTED: Final = DECIMAL_PRECISION - DECIMAL_SCALE - 1
+_DECIMAL_LIMIT: Final = Decimal(10) ** (DECIMAL_PRECISION - DECIMAL_SCALE)
+_DECIMAL_QUANTUM: Final = Decimal(1).scaleb(-DECIMAL_SCALE)
+_ZERO: Final = Decimal(0)
 _UTC_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
-def decimal_text(value: object) -> str:
-    """``value`` as canonical decimal text fitting NUMERIC(20, 6); ValueError if it does not.
-
-    ``int``, ``str`` and ``Decimal`` are accepted; ``float`` is refused (it is already
-    rounded by the time it gets here).
-    """
-    if isinstance(value, bool | float) or not isinstance(value, Decimal | int | str):
-        raise ValueError(f"decimal value must be Decimal, int or str, not {type(value).__name__}")
-    try:
-        number = value if isinstance(value, Decimal) else Decimal(value)
-    except InvalidOperation:
-        raise ValueError(f"not a decimal number: {value!r}") from None
-    if not number.is_finite():
+def checked_decimal(value: object) -> Decimal:
+    """``value`` as a ``Decimal`` fitting NUMERIC(20, 6), normalised; ValueError if it does
+    not fit. ``int``, ``str`` and ``Decimal`` are accepted; ``float`` is refused (it is
+    already rounded by the time it gets here)."""
+    if type(value) is not Decimal:
+        if isinstance(value, bool | float) or not isinstance(value, Decimal | int | str):
+            raise ValueError(
+                f"decimal value must be Decimal, int or str, not {type(value).__name__}"
+            )
+        try:
+            value = Decimal(value)
+        except InvalidOperation:
+            raise ValueError(f"not a decimal number: {value!r}") from None
+    assert isinstance(value, Decimal)
+    if not value.is_finite():
         raise ValueError(f"decimal value must be finite: {value!r}")
-    exponent = number.as_tuple().exponent
-    assert isinstance(exponent, int)
-    if exponent < -DECIMAL_SCALE and number != number.quantize(Decimal(1).scaleb(-DECIMAL_SCALE)):
-        raise ValueError(f"{value!r} has more than {DECIMAL_SCALE} decimal places")
-    if number and number.adjusted() > _MAX_ADJUSTED:
+    if not -_DECIMAL_LIMIT < value < _DECIMAL_LIMIT:
         raise ValueError(f"{value!r} does not fit NUMERIC({DECIMAL_PRECISION}, {DECIMAL_SCALE})")
-    if not number:
-        return "0"  # PostgreSQL has no negative zero
+    if value.quantize(_DECIMAL_QUANTUM) != value:
+        raise ValueError(f"{value!r} has more than {DECIMAL_SCALE} decimal places")
+    if not value:
+        return _ZERO  # PostgreSQL has no negative zero
     # One written form per value ("1.50" -> "1.5", "1E+2" -> "100"), what PostgreSQL's
     # NUMERIC gives back after _result_decimal_normalised too.
-    return format(number.normalize(), "f")
+    return value.normalize()
+
+
+def decimal_text(value: object) -> str:
+    """The canonical text of :func:`checked_decimal` (how SQLite stores it)."""
+    return format(checked_decimal(value), "f")
+
+
+def checked_utc(moment: object) -> datetime:
+    """``moment`` in UTC; ValueError for a naive datetime or not a datetime at all."""
+    if not isinstance(moment, datetime):
+        raise ValueError(f"timestamp must be a datetime, not {type(moment).__name__}")
+    offset = moment.utcoffset()
+    if offset is None:
+        raise ValueError(f"timestamp must be timezone-aware (UTC), got naive {moment!r}")
+    if offset or moment.tzinfo is not UTC:
+        moment = (moment - offset).replace(tzinfo=UTC)
+    return moment
 
 
 def utc_text(moment: object) -> str:
     """The SQLite form of an aware datetime."""
-    if not isinstance(moment, datetime):
-        raise ValueError(f"timestamp must be a datetime, not {type(moment).__name__}")
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"timestamp must be timezone-aware (UTC), got naive {moment!r}")
-    return moment.astimezone(UTC).strftime(_UTC_FORMAT)
+    return checked_utc(moment).strftime(_UTC_FORMAT)
 
 
 def parse_utc_text(text: str) -> datetime:
@@ -86,7 +110,7 @@ class ExactDecimal(TypeDecorator[Decimal]):
             return _bind_decimal_text
 
         def bind(value: Any) -> Any:
-            return None if value is None else Decimal(decimal_text(value))
+            return None if value is None else checked_decimal(value)
 
         return bind
 
@@ -142,11 +166,7 @@ def _bind_utc_text(value: Any) -> str | None:
 
 
 def _bind_utc_datetime(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    utc_text(value)  # the same refusals as on SQLite
-    moment: datetime = value.astimezone(UTC)
-    return moment
+    return None if value is None else checked_utc(value)
 
 
 def _result_utc_text(value: Any) -> datetime | None:

@@ -10,14 +10,20 @@ web servers or staff laptops would turn each of those into a broker login.
 
 On disk (`<state dir>/ca/`):
 
-    ca.crt   the CA certificate (public; installed on gateways and the broker)
-    ca.key   its private key, mode 0600 — the one secret that can mint gateways
+    ca.crt        the CA certificate (public; installed on gateways and the broker)
+    ca.key        its private key, mode 0600 — the one secret that can mint gateways
+    revoked.json  serials revoked so far: {"revoked": [{"serial", "common_name", "revoked_at"}]}
+    crl.pem       the CRL built from revoked.json; the broker's `crlfile`
+
+The CRL's nextUpdate is the CA's own expiry: OpenSSL refuses *every* client once the CRL
+it was given has expired, and a broker reading a local file needs no freshness promise.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +35,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_CERTIFICATE_NAME = "ca.crt"
 CA_KEY_NAME = "ca.key"
+CRL_NAME = "crl.pem"
+REVOKED_NAME = "revoked.json"
 
 DEFAULT_CA_DAYS = 3650
 # Gateways sit in substations for years and are re-enrolled on site visits; two years keeps a
@@ -138,6 +146,54 @@ class DeviceCA:
     def certificate_pem(self) -> bytes:
         return self.certificate.public_bytes(serialization.Encoding.PEM)
 
+    @property
+    def crl_path(self) -> Path:
+        return self.directory / CRL_NAME
+
+    def revoked(self) -> list[dict[str, str]]:
+        path = self.directory / REVOKED_NAME
+        if not path.exists():
+            return []
+        entries: list[dict[str, str]] = json.loads(path.read_text(encoding="utf-8"))["revoked"]
+        return entries
+
+    def revoke(self, serial_hex: str, common_name: str) -> bool:
+        """Add a serial to the CRL (rewrites crl.pem); False if it was already revoked."""
+        entries = self.revoked()
+        if any(entry["serial"] == serial_hex for entry in entries):
+            return False
+        entries.append(
+            {
+                "serial": serial_hex,
+                "common_name": common_name,
+                "revoked_at": _now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        )
+        text = json.dumps({"revoked": entries}, indent=2) + "\n"
+        write_public_file(self.directory / REVOKED_NAME, text.encode("utf-8"))
+        write_public_file(self.crl_path, self.crl_pem())
+        return True
+
+    def crl_pem(self) -> bytes:
+        """A CRL listing every revoked serial, valid until the CA itself expires."""
+        now = _now()
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.certificate.subject)
+            .last_update(now - _BACKDATE)
+            .next_update(self.certificate.not_valid_after_utc)
+        )
+        for entry in self.revoked():
+            revoked_at = dt.datetime.strptime(entry["revoked_at"], "%Y-%m-%dT%H:%M:%SZ")
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder()
+                .serial_number(int(entry["serial"], 16))
+                .revocation_date(revoked_at.replace(tzinfo=dt.UTC))
+                .build()
+            )
+        crl = builder.sign(self._key, hashes.SHA256())
+        return crl.public_bytes(serialization.Encoding.PEM)
+
     @staticmethod
     def exists(directory: Path) -> bool:
         return (directory / CA_CERTIFICATE_NAME).exists() or (directory / CA_KEY_NAME).exists()
@@ -194,7 +250,9 @@ class DeviceCA:
         write_public_file(
             directory / CA_CERTIFICATE_NAME, certificate.public_bytes(serialization.Encoding.PEM)
         )
-        return cls(directory, certificate, key)
+        authority = cls(directory, certificate, key)
+        write_public_file(authority.crl_path, authority.crl_pem())
+        return authority
 
     @classmethod
     def load(cls, directory: Path) -> DeviceCA:
