@@ -41,7 +41,7 @@ from firmware_sim.meter import Meter as ModelMeter
 
 ZONE = "Asia/Shanghai"
 # Quarantined meters are probed again at once: simulated days pass in real milliseconds.
-TASK_POLICY = TimingPolicy(min_response_timeout=0.05, probe_interval=0.01, max_probe_interval=0.02)
+TASK_POLICY = TimingPolicy(min_response_timeout=0.1, probe_interval=0.01, max_probe_interval=0.02)
 
 
 def test_helpers_are_importable() -> None:

@@ -115,6 +115,7 @@ class RunReport:
     task: str
     source: str
     slots: list[datetime] = field(default_factory=list)
+    bus: str | None = None  # set on the per-bus parts of a pass
     expected: int = 0
     got: int = 0
     failed: int = 0
@@ -148,6 +149,7 @@ class RunReport:
         return {
             "task": self.task,
             "source": self.source,
+            "bus": self.bus,
             "slots": [slot_text(slot) for slot in self.slots],
             "expected": self.expected,
             "got": self.got,
@@ -420,7 +422,6 @@ class Collector:
             ]
             for future in futures:
                 report.add(future.result())
-        report.parts = []
         report.duration_s = monotonic_time.monotonic() - started
         return report
 
@@ -432,7 +433,8 @@ class Collector:
         source: str,
         priority: Priority,
     ) -> RunReport:
-        report = RunReport(task, source)
+        report = RunReport(task, source, bus=bus)
+        started = monotonic_time.monotonic()
         if task in TASK_KINDS or task == "events":
             with self.ledger.transaction():
                 for meter, slots in work:
@@ -452,6 +454,7 @@ class Collector:
             self._commit(task, bus, outcomes, source, report)
             if self.stopping:
                 break
+        report.duration_s = monotonic_time.monotonic() - started
         return report
 
     def _read(
