@@ -122,3 +122,22 @@ def test_dead_meters_do_not_hold_up_the_live_ones(tmp_path: Path) -> None:
             assert slot.state == "failed" and slot.reason.startswith(("timeout", "quarantined"))
         assert r.master.counters.timeouts <= 2 * len(dead) * 2  # scheduled pass + 补抄
         assert r.ledger.success(task="daily_frozen").rate == Decimal("0.9375")
+
+
+def test_missed_curve_points_are_backfilled_from_the_meters_profile(tmp_path: Path) -> None:
+    clock = sim_clock()
+    with rig(tmp_path, responders_645(2, clock), tasks_config("curve"), clock=clock) as r:
+        r.collector.run_due()  # 11:45
+        r.set_bus_fault(FaultPlan.from_dict({"faults": [{"kind": "no_answer"}]}))
+        clock.fast_forward(timedelta(minutes=31))  # 12:31: 12:00 and 12:15 fail
+        assert r.collector.run_due().failed == 4
+        r.set_bus_fault(None)
+        report = r.collector.backfill()
+        assert (report.got, report.failed) == (4, 0)
+        for address, model in r.models.items():
+            truth = {utc_text(meter_time_to_utc(p.time)): p for p in model.curve}
+            for row in r.readings(address):
+                assert Decimal(row.value) == Decimal(truth[row.period_ts].active_w) / 1000
+            sources = sorted(x.source for x in r.readings(address))
+            assert sources == ["backfill", "backfill", "scheduled"]
+        assert r.ledger.success(task="curve").rate == 1
