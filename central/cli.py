@@ -23,8 +23,10 @@ from central.security import (
     enroll_gateway,
     issue_central_service_identity,
     list_gateways,
+    revoke_gateway,
     write_broker_config,
 )
+from central.security.ca import write_public_file
 from central.security.enrolment import ca_directory
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -181,6 +183,27 @@ def gateway_list(as_json: bool) -> None:
         )
 
 
+@gateway.command(
+    "revoke",
+    help="""Revoke every certificate gateway NAME was issued (adds them to the CRL).
+
+    Then install the new CRL on the broker (`central broker crl`) and reload mosquitto
+    (SIGHUP refuses new connections; restart it to cut off a session already open).
+
+    \b
+    Example:
+      central gateway revoke gw-0001
+      central broker crl --out /etc/mosquitto/meter2cash && systemctl restart mosquitto
+    """,
+)
+@click.argument("name")
+@_operator_errors
+def gateway_revoke(name: str) -> None:
+    entry = revoke_gateway(_state_dir(), name)
+    click.echo(f"revoked gateway {name} (since {entry['revoked_at']})")
+    click.echo("install the CRL on the broker: central broker crl --out <broker config dir>")
+
+
 # --- broker -------------------------------------------------------------------------------
 
 
@@ -278,6 +301,32 @@ def broker_config(
 def broker_service_cert(output_dir: Path) -> None:
     for path in issue_central_service_identity(_state_dir(), output_dir):
         click.echo(f"wrote {path}")
+
+
+@broker.command(
+    "crl",
+    help="""Write the device CA's revocation list to --out/crl.pem for the broker.
+
+    \b
+    Example:
+      central broker crl --out /etc/mosquitto/meter2cash && systemctl reload mosquitto
+    """,
+)
+@click.option(
+    "--out",
+    "output_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/etc/mosquitto/meter2cash"),
+    show_default=True,
+    help="The broker's config directory.",
+)
+@_operator_errors
+def broker_crl(output_dir: Path) -> None:
+    authority = DeviceCA.load(ca_directory(_state_dir()))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / "crl.pem"
+    write_public_file(path, authority.crl_pem())
+    click.echo(f"wrote {path} ({len(authority.revoked())} revoked certificates)")
 
 
 def main() -> None:

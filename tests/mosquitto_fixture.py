@@ -172,6 +172,20 @@ class Broker:
         self.stop()
         self.start()
 
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto 2.0 rereads config, certificates and CRL; sessions stay open."""
+        if self._process is None:
+            raise RuntimeError("broker not running")
+        os.kill(self._process.pid, signal.SIGHUP)
+        time.sleep(0.2)  # the broker handles the signal in its next loop pass
+
+    def install_crl(self) -> None:
+        """Give the broker the CA's current CRL and reload it (new connections are checked)."""
+        if self.ca is None:
+            raise RuntimeError("a plaintext broker has no CA")
+        (self.config_file.parent / "crl.pem").write_bytes(self.ca.crl_pem())
+        self.reload()
+
 
 def start_broker(
     tmp_path: Path,
@@ -250,6 +264,7 @@ def _write_config(
             **(settings or {}),
         )
         broker_settings.ca_file.write_bytes(ca.certificate_pem)
+        broker_settings.crl_file.write_bytes(ca.crl_pem())
         if not broker_settings.certificate_file.exists():
             ca.issue_server([HOST, "localhost"]).write(config_dir, "server.crt", "server.key")
         acl_text = render_acl() if acl is _DEFAULT_ACL else acl

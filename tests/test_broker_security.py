@@ -27,6 +27,7 @@ from central.security import (
     DeviceCA,
     enroll_gateway,
     issue_central_service_identity,
+    revoke_gateway,
 )
 from central.security.enrolment import ca_directory
 from shared_protocol.wire.envelope import MAX_PAYLOAD_BYTES
@@ -314,3 +315,61 @@ def test_the_largest_payload_the_contract_allows_passes_the_broker(
     assert gateway.publish("m2c/v1/gw/gw-large/batch", payload)
 
     assert central.next_message().payload == payload
+
+
+# --- revocation (each test on its own broker: a CRL reload must not disturb the others) ------
+
+
+def _bundle_session(bundle: Path, client_id: str) -> Session:
+    client = _client(client_id)
+    client.tls_set(
+        ca_certs=str(bundle / "ca.crt"),
+        certfile=str(bundle / "gateway.crt"),
+        keyfile=str(bundle / "gateway.key"),
+    )
+    return Session(client)
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[tuple[Path, Broker]]:
+    state_dir = tmp_path / "state"
+    broker = start_broker(tmp_path, ca=DeviceCA.create(ca_directory(state_dir)))
+    yield state_dir, broker
+    broker.stop()
+
+
+def _connects(broker: Broker, bundle: Path, client_id: str) -> bool:
+    session = _bundle_session(bundle, client_id)
+    connected = session.connect(broker)
+    session.close()
+    return connected
+
+
+def test_a_revoked_gateway_is_refused_once_the_broker_has_the_crl(
+    own_broker: tuple[Path, Broker],
+) -> None:
+    state_dir, broker = own_broker
+    revoked = enroll_gateway(state_dir, "gw-stolen").bundle_directory
+    kept = enroll_gateway(state_dir, "gw-kept").bundle_directory
+    assert _connects(broker, revoked, "gw-stolen")
+
+    revoke_gateway(state_dir, "gw-stolen")
+    broker.install_crl()
+
+    assert not _connects(broker, revoked, "gw-stolen")
+    assert _connects(broker, kept, "gw-kept")
+
+
+def test_re_enrolling_revokes_the_certificate_it_replaces(
+    own_broker: tuple[Path, Broker], tmp_path: Path
+) -> None:
+    state_dir, broker = own_broker
+    old = enroll_gateway(state_dir, "gw-swap", output_dir=tmp_path / "old").bundle_directory
+    new = enroll_gateway(
+        state_dir, "gw-swap", output_dir=tmp_path / "new", force=True
+    ).bundle_directory
+
+    broker.install_crl()
+
+    assert not _connects(broker, old, "gw-swap-old")
+    assert _connects(broker, new, "gw-swap-new")

@@ -270,3 +270,34 @@ def test_every_command_help_has_an_example(path: tuple[str, ...]) -> None:
     assert result.exit_code == 0
     assert "Example:" in result.output
     assert "central" in result.output.split("Example:", 1)[1]
+
+
+# --- revocation -------------------------------------------------------------------------------
+
+
+def test_revoke_marks_the_registry_and_lists_every_serial_in_the_crl(
+    state_dir: Path, tmp_path: Path
+) -> None:
+    assert run(state_dir, "gateway", "enroll", "gw-1")[0] == 0
+    assert run(state_dir, "gateway", "enroll", "gw-1", "--force")[0] == 0
+    entry = json.loads((state_dir / "gateways" / "gw-1.json").read_text())
+
+    code, output = run(state_dir, "gateway", "revoke", "gw-1")
+    assert code == 0, output
+    code, output = run(state_dir, "broker", "crl", "--out", str(tmp_path / "etc"))
+    assert code == 0, output
+
+    assert json.loads((state_dir / "gateways" / "gw-1.json").read_text())["revoked_at"]
+    crl = x509.load_pem_x509_crl((tmp_path / "etc" / "crl.pem").read_bytes())
+    ca = x509.load_pem_x509_certificate((state_dir / "ca" / "ca.crt").read_bytes())
+    assert crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
+    revoked = {f"{item.serial_number:x}" for item in crl}
+    assert revoked == {entry["certificate_serial"], *entry["superseded_certificate_serials"]}
+    assert crl.next_update_utc == ca.not_valid_after_utc  # never expires before the CA
+
+
+def test_revoking_an_unknown_gateway_says_so(state_dir: Path) -> None:
+    code, output = run(state_dir, "gateway", "revoke", "gw-404")
+
+    assert code == 1
+    assert "not enrolled" in output

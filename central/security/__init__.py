@@ -32,6 +32,7 @@ from central.security.enrolment import (
     enroll_gateway,
     issue_central_service_identity,
     list_gateways,
+    revoke_gateway,
     validate_gateway_id,
 )
 
@@ -49,6 +50,7 @@ __all__ = [
     "list_gateways",
     "render_acl",
     "render_mosquitto_conf",
+    "revoke_gateway",
     "validate_gateway_id",
     "write_broker_config",
 ]

@@ -115,6 +115,10 @@ class BrokerSettings:
         return self.config_dir / "server.key"
 
     @property
+    def crl_file(self) -> Path:
+        return self.config_dir / "crl.pem"
+
+    @property
     def acl_file(self) -> Path:
         return self.config_dir / "acl"
 
@@ -178,6 +182,9 @@ def render_mosquitto_conf(settings: BrokerSettings) -> str:
         f"cafile {settings.ca_file}",
         f"certfile {settings.certificate_file}",
         f"keyfile {settings.key_file}",
+        "# Revoked certificates (`central broker crl`). SIGHUP rereads it for new connections;",
+        "# a revoked client already connected stays until it reconnects or mosquitto restarts.",
+        f"crlfile {settings.crl_file}",
         "require_certificate true",
         "# The certificate CN becomes the username the ACL sees; passwords are ignored.",
         "use_identity_as_username true",
@@ -212,6 +219,7 @@ class BrokerFiles:
     config_file: Path
     acl_file: Path
     ca_file: Path
+    crl_file: Path
     certificate_file: Path
     key_file: Path
 
@@ -223,10 +231,11 @@ def write_broker_config(
     *,
     server_days: int = DEFAULT_SERVER_DAYS,
 ) -> BrokerFiles:
-    """Write mosquitto.conf, acl, ca.crt and a fresh server certificate for `hostnames`."""
+    """Write mosquitto.conf, acl, ca.crt, crl.pem and a fresh server certificate."""
     ca = DeviceCA.load(ca_directory(state_dir))
     settings.config_dir.mkdir(parents=True, exist_ok=True)
     write_public_file(settings.ca_file, ca.certificate_pem)
+    write_public_file(settings.crl_file, ca.crl_pem())
     server = ca.issue_server(hostnames, days=server_days)
     server.write(settings.config_dir, settings.certificate_file.name, settings.key_file.name)
     write_public_file(settings.acl_file, render_acl().encode("utf-8"))
@@ -235,6 +244,7 @@ def write_broker_config(
         config_file=settings.config_file,
         acl_file=settings.acl_file,
         ca_file=settings.ca_file,
+        crl_file=settings.crl_file,
         certificate_file=settings.certificate_file,
         key_file=settings.key_file,
     )

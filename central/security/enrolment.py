@@ -16,8 +16,14 @@ then the JSON files are the record, so their format is small and fixed (format 1
       "certificate_sha256": "<hex fingerprint of the DER certificate>",
       "certificate_not_after": "2028-11-29T15:30:00Z",
       "enrolled_at": "2026-11-29T15:30:00Z",
-      "superseded_certificate_serials": ["<hex>", ...]
+      "superseded_certificate_serials": ["<hex>", ...],
+      "revoked_at": null
     }
+
+Re-enrolling (`--force`) revokes the certificate it replaces; `revoke_gateway` revokes the
+current one and sets `revoked_at`. Revocation reaches the broker through the CRL
+(`central broker crl`): SIGHUP makes Mosquitto check new connections against it, a restart
+also cuts off a revoked gateway that is still connected.
 
 The bundle (`<out>/`): `ca.crt`, `gateway.crt`, `gateway.key` (0600), `signing.key` (0600,
 Ed25519 PKCS#8 PEM), `signing.pub` (PEM) and `gateway.json` (the registry entry, so the
@@ -192,6 +198,7 @@ def enroll_gateway(
         "certificate_not_after": _timestamp(identity.not_after),
         "enrolled_at": _timestamp(dt.datetime.now(dt.UTC)),
         "superseded_certificate_serials": superseded,
+        "revoked_at": None,
     }
 
     # Bundle first, registry last: a crash in between leaves no registry entry, so running
@@ -215,6 +222,10 @@ def enroll_gateway(
 
     registry_path = registry_directory(state_dir) / f"{gateway_id}.json"
     write_public_file(registry_path, entry_text.encode("utf-8"))
+    # The replaced certificate stays valid at the broker until the new CRL is installed
+    # there; the registry already holds the new signing key, so central refuses its batches.
+    for serial in superseded:
+        ca.revoke(serial, gateway_id)
     return GatewayEnrolment(
         gateway_id=gateway_id,
         bundle_directory=bundle,
@@ -239,3 +250,23 @@ def issue_central_service_identity(
     write_public_file(ca_file, ca.certificate_pem)
     certificate_file, key_file = identity.write(output_dir, "central.crt", "central.key")
     return ca_file, certificate_file, key_file
+
+
+def revoke_gateway(state_dir: Path, gateway_id: str) -> dict[str, Any]:
+    """Revoke every certificate `gateway_id` was issued; returns the updated registry entry.
+
+    The registry entry stays (with `revoked_at`) so that central keeps the gateway's history;
+    enrolling the id again needs --force.
+    """
+    validate_gateway_id(gateway_id)
+    entry = read_registry_entry(state_dir, gateway_id)
+    if entry is None:
+        raise EnrolmentError(f"gateway {gateway_id!r} is not enrolled; nothing to revoke")
+    ca = DeviceCA.load(ca_directory(state_dir))
+    for serial in [*entry.get("superseded_certificate_serials", []), entry["certificate_serial"]]:
+        ca.revoke(serial, gateway_id)
+    if entry.get("revoked_at") is None:
+        entry["revoked_at"] = _timestamp(dt.datetime.now(dt.UTC))
+        text = json.dumps(entry, indent=2, sort_keys=True) + "\n"
+        write_public_file(registry_directory(state_dir) / f"{gateway_id}.json", text.encode())
+    return entry
