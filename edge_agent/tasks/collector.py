@@ -679,6 +679,7 @@ class Collector:
                 self.publish_statistics(day)
             report.duration_s = monotonic_time.monotonic() - started
             self._last_backfill = now
+            self.ledger.completed("backfill", None, now)
             return report
 
     def _open_slots(self, now: datetime) -> list[Slot]:
@@ -1021,12 +1022,13 @@ class Collector:
             for meter, (bus, offset, since) in self.ledger.pending_syncs().items()
         }
         open_slots = len(self._open_slots(now))
+        last_backfill = self.ledger.last_run("backfill")
         return {
             "now": slot_text(now),
             "timezone": self.config.gateway.timezone,
             "backfill_days": self.config.tasks.backfill_days,
             "open_slots": open_slots,
-            "last_backfill": slot_text(self._last_backfill) if self._last_backfill else None,
+            "last_backfill": slot_text(last_backfill) if last_backfill else None,
             "tasks": tasks,
             "pending_clock_syncs": pending,
             "buses": sorted(self.masters),
