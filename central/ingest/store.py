@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from itertools import chain
 from sqlite3 import sqlite_version_info
 from typing import Any, Final
 
@@ -408,10 +409,11 @@ class IngestStore:
                 return ApplyResult(watermark, 0, total, 0)
             # Records already committed by an earlier batch (same seq, same content: the
             # edge never reuses a seq) are skipped, not rewritten.
-            fresh = _not_yet_applied(watermark, ranges)
-            reading_rows = [r for r in reading_rows if fresh(r[_SEQ_INDEX])]
-            event_rows = [r for r in event_rows if fresh(r["seq"])]
-            statistic_rows = [r for r in statistic_rows if fresh(r["seq"])]
+            if seq_from <= watermark or any(a <= seq_to and seq_from <= b for a, b in ranges):
+                fresh = _not_yet_applied(watermark, ranges)
+                reading_rows = [r for r in reading_rows if fresh(r[_SEQ_INDEX])]
+                event_rows = [r for r in event_rows if fresh(r["seq"])]
+                statistic_rows = [r for r in statistic_rows if fresh(r["seq"])]
             inserted, updated = self._store_readings(conn, reading_rows)
             if event_rows:
                 inserted += len(conn.execute(self._insert_events, event_rows).all())
@@ -518,11 +520,13 @@ class IngestStore:
             for start in range(0, len(rows), per_statement):
                 chunk = rows[start : start + per_statement]
                 sql = self._upsert_readings.format(values=", ".join([group] * len(chunk)))
-                flat = tuple(value for row in chunk for value in row)
-                returned.extend(r[0] for r in conn.exec_driver_sql(sql, flat))
+                flat = tuple(chain.from_iterable(chunk))
+                returned.extend(r[0] for r in conn.exec_driver_sql(sql, flat).all())
         else:
             columns = tuple(list(column) for column in zip(*rows, strict=True))
-            returned.extend(r[0] for r in conn.exec_driver_sql(self._upsert_readings, columns))
+            returned.extend(
+                r[0] for r in conn.exec_driver_sql(self._upsert_readings, columns).all()
+            )
         inserted = sum(1 for corrections in returned if corrections == 0)
         return inserted, len(returned) - inserted
 
