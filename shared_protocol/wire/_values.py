@@ -33,8 +33,11 @@ _DECIMAL_TEXT: Final = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 #: Times on the wire: UTC, microseconds, 'Z' — one fixed width, so they sort as text.
 _UTC_TEXT: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 
-#: Free text (meter keys, codes, units, versions) is short and printable.
+#: Free text (meter keys, codes, units, versions) is short and has no control characters
+#: (they would garble a technician's terminal and a log line) and no lone surrogates
+#: (they have no UTF-8 form).
 MAX_TEXT_CHARS: Final = 256
+_CONTROL: Final = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 #: Event detail / statistic labels: JSON objects nested at most this deep and this large,
 #: so one record cannot hold the decoder (a gateway event never needs more).
 MAX_DETAIL_DEPTH: Final = 8
@@ -79,7 +82,7 @@ def check_text(
         raise LocalProtocolError(f"{what} must not be empty")
     if len(value) > max_chars:
         raise LocalProtocolError(f"{what} is {len(value)} characters; the limit is {max_chars}")
-    if not value.isprintable():
+    if _CONTROL.search(value):
         raise LocalProtocolError(f"{what} {value!r} contains control characters")
     return value
 
