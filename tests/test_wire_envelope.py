@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import zlib
 from datetime import UTC, datetime, timedelta
@@ -377,7 +378,5 @@ def _mutations() -> st.SearchStrategy[bytes]:
 @given(st.one_of(st.binary(max_size=200), _mutations(), messages.map(canonical_bytes)))
 def test_decode_and_verify_raise_only_protocol_errors(payload: bytes) -> None:
     for read in (decode, lambda p: verify(p, lookup)):
-        try:
+        with contextlib.suppress(ProtocolError):  # anything else fails the test
             read(payload)
-        except ProtocolError:
-            pass

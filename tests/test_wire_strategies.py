@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 from hypothesis import given
 from hypothesis import strategies as st
