@@ -301,3 +301,21 @@ def test_revoking_an_unknown_gateway_says_so(state_dir: Path) -> None:
 
     assert code == 1
     assert "not enrolled" in output
+
+
+def test_an_existing_out_directory_keeps_its_mode(state_dir: Path, tmp_path: Path) -> None:
+    stick = tmp_path / "usb"
+    stick.mkdir(mode=0o755)
+    stick.chmod(0o755)
+
+    assert run(state_dir, "gateway", "enroll", "gw-1", "--out", str(stick))[0] == 0
+
+    assert _mode(stick) == 0o755
+    assert _mode(stick / "gateway.key") == 0o600
+
+
+def test_a_new_bundle_directory_is_private(state_dir: Path) -> None:
+    assert run(state_dir, "gateway", "enroll", "gw-1")[0] == 0
+
+    assert _mode(state_dir / "bundles" / "gw-1") == 0o700
+    assert _mode(state_dir / "ca") == 0o700

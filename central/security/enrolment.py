@@ -204,8 +204,10 @@ def enroll_gateway(
     # Bundle first, registry last: a crash in between leaves no registry entry, so running
     # the same command again works without --force.
     bundle = output_dir or default_bundle_directory(state_dir, gateway_id)
-    bundle.mkdir(parents=True, exist_ok=True)
-    bundle.chmod(0o700)
+    if not bundle.exists():
+        # 0700 only for a directory we create: --out may name an existing one (a USB stick).
+        bundle.mkdir(parents=True)
+        bundle.chmod(0o700)
     write_public_file(bundle / CA_CERTIFICATE_NAME, ca.certificate_pem)
     identity.write(bundle, "gateway.crt", "gateway.key")
     write_private_file(
