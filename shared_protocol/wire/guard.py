@@ -27,7 +27,7 @@ from shared_protocol.errors import (
     SignatureError,
 )
 from shared_protocol.wire._values import check_gateway_id, check_time
-from shared_protocol.wire.envelope import PublicKeyLookup, decode, verify
+from shared_protocol.wire.envelope import PublicKeyLookup, decode, open_envelope, verify
 from shared_protocol.wire.messages import Command
 
 __all__ = [
@@ -146,6 +146,12 @@ class CommandGuard:
 
     def _authentic(self, payload: bytes, topic: str | None) -> Command:
         try:
+            message_type = open_envelope(payload).type
+        except ProtocolError as exc:
+            raise CommandRefusedError("malformed", str(exc)) from exc
+        if message_type != Command.TYPE:
+            raise CommandRefusedError("malformed", f"a {message_type} is not a command")
+        try:
             message = verify(payload, self._lookup, topic=topic)
         except SignatureError as exc:
             reason: RefusalReason = (
@@ -154,8 +160,7 @@ class CommandGuard:
             raise CommandRefusedError(reason, str(exc), _readable(payload)) from exc
         except ProtocolError as exc:
             raise CommandRefusedError("malformed", str(exc)) from exc
-        if not isinstance(message, Command):
-            raise CommandRefusedError("malformed", f"a {message.TYPE} is not a command")
+        assert isinstance(message, Command)  # the envelope said so and from_wire agreed
         return message
 
     def _forget_expired(self, now: datetime) -> None:
