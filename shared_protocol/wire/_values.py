@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any, Final
 
 from shared_protocol.errors import LocalProtocolError
@@ -28,6 +29,7 @@ MAX_INT64: Final = 2**63 - 1
 #: register has at most ~12 digits; 40 leaves room for money and ratios, and a bound
 #: stops ``1E+999999`` from turning into a million digits when formatted.
 MAX_DECIMAL_CHARS: Final = 40
+MAX_DECIMAL_EXPONENT: Final = 30
 _DECIMAL_TEXT: Final = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 
 #: Times on the wire: UTC, microseconds, 'Z' — one fixed width, so they sort as text.
@@ -104,6 +106,8 @@ def check_time(value: object, what: str) -> datetime:
     """An aware datetime, converted to UTC; naive ones are refused, never guessed."""
     if not isinstance(value, datetime):
         raise LocalProtocolError(f"{what} must be a datetime, not {type(value).__name__}")
+    if value.tzinfo is UTC:
+        return value
     if value.tzinfo is None or value.utcoffset() is None:
         raise LocalProtocolError(f"{what} {value.isoformat()} is naive; pass an aware UTC time")
     return value.astimezone(UTC)
@@ -115,18 +119,32 @@ def check_optional_time(value: object, what: str) -> datetime | None:
 
 def time_text(moment: datetime) -> str:
     """``2026-11-29T00:05:00.000000Z``: the one wire form of a time."""
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return _utc_text(moment.astimezone(UTC))
+
+
+# A batch stamps hundreds of readings with one meter period: cache both directions.
+@lru_cache(maxsize=4096)
+def _utc_text(moment: datetime) -> str:
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_time(value: object, what: str) -> datetime:
-    if not isinstance(value, str) or not _UTC_TEXT.fullmatch(value):
+    moment = _parse_utc_text(value) if isinstance(value, str) else None
+    if moment is None:
         raise LocalProtocolError(
-            f"{what} {value!r} is not a UTC time of the form 2026-11-29T00:05:00.000000Z"
+            f"{what} {value!r} is not a valid UTC time of the form 2026-11-29T00:05:00.000000Z"
         )
+    return moment
+
+
+@lru_cache(maxsize=4096)
+def _parse_utc_text(value: str) -> datetime | None:
+    if not _UTC_TEXT.fullmatch(value):
+        return None
     try:
         return datetime.fromisoformat(value[:-1]).replace(tzinfo=UTC)
-    except ValueError as exc:
-        raise LocalProtocolError(f"{what} {value!r} is not a valid time: {exc}") from exc
+    except ValueError:
+        return None
 
 
 def parse_optional_time(value: object, what: str) -> datetime | None:
@@ -148,19 +166,14 @@ def check_decimal(value: object, what: str) -> Decimal:
         raise LocalProtocolError(f"{what} must be finite, not {number}")
     if number.is_zero() and number.is_signed():
         number = number.copy_abs()  # -0 and 0 are the same reading; one wire form
-    if len(number.as_tuple().digits) > MAX_DECIMAL_CHARS or abs(_exponent(number)) > 30:
+    _sign, digits, exponent = number.as_tuple()
+    if len(digits) > MAX_DECIMAL_CHARS or abs(exponent) > MAX_DECIMAL_EXPONENT:  # type: ignore[arg-type]
         raise LocalProtocolError(f"{what} {number} is too large or too precise for the wire")
     return number
 
 
 def check_optional_decimal(value: object, what: str) -> Decimal | None:
     return None if value is None else check_decimal(value, what)
-
-
-def _exponent(number: Decimal) -> int:
-    exponent = number.as_tuple().exponent
-    assert isinstance(exponent, int)  # finite numbers only reach here
-    return exponent
 
 
 def decimal_text(number: Decimal) -> str:
