@@ -1,11 +1,16 @@
 """A real `mosquitto` for tests: own port, own config, own files, stopped afterwards.
 
     broker = start_broker(tmp_path)                 # production config: TLS + ACL
-    central = broker.client_identity("central")      # cert/key from the broker's device CA
-    client = broker.mqtt_client("central", client_id="ingest-1")   # paho, MQTT 5, TLS set up
-    client.connect(broker.host, broker.port)
-    ...
+    central = broker.session("central", client_id="ingest-1")   # connected, synchronous
+    central.subscribe("$share/ingest/m2c/v1/gw/+/batch")
+    gateway = broker.session("gw-0001", client_id="gw-0001")
+    assert gateway.publish("m2c/v1/gw/gw-0001/batch", b"...")   # True = PUBACK accepted
+    message = central.next_message()
     broker.stop()
+
+`broker.mqtt_client(cn, client_id=...)` is the bare paho 2.x MQTT 5 client with TLS set up
+(for code under test that drives paho itself); `broker.client_identity(cn)` gives the
+cert/key files from the broker's device CA.
 
 `start_broker(tmp_path, tls=False)` gives a plaintext, anonymous broker for tests that are
 not about security (`broker.mqtt_client()` then needs no CN). With `tls=True` the config
@@ -19,11 +24,13 @@ Never touches the shared broker on 1883. Skips the test when mosquitto is not in
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +43,7 @@ from central.security.broker_config import BrokerSettings, render_acl, render_mo
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 10.0
+TIMEOUT_S = 5.0  # for one CONNACK, SUBACK, PUBACK or message
 _DEFAULT_ACL = object()
 
 
@@ -58,6 +66,80 @@ def free_port() -> int:
         probe.bind((HOST, 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def new_mqtt_client(client_id: str = "") -> Any:
+    """A bare paho-mqtt 2.x client speaking MQTT 5 (no TLS set up)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    return mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5,
+    )
+
+
+@dataclass
+class MqttSession:
+    """A paho client driven synchronously: connect, subscribe, publish, and wait.
+
+    Every wait is bounded by TIMEOUT_S; messages arrive in `messages` (paho MQTTMessage).
+    """
+
+    client: Any
+    messages: queue.Queue[Any] = field(default_factory=queue.Queue)
+    connack: queue.Queue[Any] = field(default_factory=queue.Queue)
+    subacks: queue.Queue[list[Any]] = field(default_factory=queue.Queue)
+    pubacks: dict[int, Any] = field(default_factory=dict)
+    _puback_event: threading.Condition = field(default_factory=threading.Condition)
+
+    def __post_init__(self) -> None:
+        self.client.on_connect = lambda _c, _u, _f, reason, _p: self.connack.put(reason)
+        self.client.on_connect_fail = lambda _c, _u: self.connack.put("connect failed")
+        self.client.on_disconnect = lambda _c, _u, _f, reason, _p: self.connack.put(reason)
+        self.client.on_message = lambda _c, _u, message: self.messages.put(message)
+        self.client.on_subscribe = lambda _c, _u, _mid, codes, _p: self.subacks.put(codes)
+        self.client.on_publish = self._on_publish
+
+    def _on_publish(self, _client: Any, _userdata: Any, mid: int, reason: Any, _p: Any) -> None:
+        with self._puback_event:
+            self.pubacks[mid] = reason
+            self._puback_event.notify_all()
+
+    def connect(self, broker: Broker) -> bool:
+        """True when the broker sent CONNACK success; False on any refusal or TLS failure."""
+        try:
+            self.client.connect(broker.host, broker.port, keepalive=30)
+        except (OSError, ssl.SSLError):
+            return False
+        self.client.loop_start()
+        try:
+            reason = self.connack.get(timeout=TIMEOUT_S)
+        except queue.Empty:
+            return False
+        return not isinstance(reason, str) and not reason.is_failure and reason == 0
+
+    def subscribe(self, topic: str) -> list[Any]:
+        self.client.subscribe(topic, qos=1)
+        return self.subacks.get(timeout=TIMEOUT_S)
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
+        """Publish at QoS 1; True when the PUBACK says accepted (MQTT 5 reason code < 0x80).
+
+        Mosquitto answers a publish the ACL denies with 0x87 Not authorized.
+        """
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        with self._puback_event:
+            assert self._puback_event.wait_for(lambda: info.mid in self.pubacks, TIMEOUT_S)
+            return not self.pubacks[info.mid].is_failure
+
+    def next_message(self) -> Any:
+        return self.messages.get(timeout=TIMEOUT_S)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
 
 
 @dataclass(frozen=True)
@@ -97,14 +179,7 @@ class Broker:
 
     def mqtt_client(self, common_name: str | None = None, *, client_id: str = "") -> Any:
         """A paho-mqtt 2.x MQTT 5 client, with TLS as `common_name` when the broker is TLS."""
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=mqtt.MQTTv5,
-        )
+        client = new_mqtt_client(client_id)
         if self.tls:
             if common_name is None:
                 raise ValueError("a TLS broker needs the CN of a client certificate")
@@ -116,6 +191,13 @@ class Broker:
                 cert_reqs=ssl.CERT_REQUIRED,
             )
         return client
+
+    def session(self, common_name: str | None = None, *, client_id: str = "") -> MqttSession:
+        """A connected `MqttSession` (as `common_name` on a TLS broker); fails if refused."""
+        session = MqttSession(self.mqtt_client(common_name, client_id=client_id))
+        if not session.connect(self):
+            raise AssertionError(f"{common_name or 'anonymous'} was refused:\n{self.log()}")
+        return session
 
     def start(self) -> None:
         if self._process is not None and self._process.poll() is None:

@@ -9,19 +9,15 @@ dropped, not late.
 
 from __future__ import annotations
 
-import queue
 import socket
 import ssl
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from mosquitto_fixture import Broker, start_broker
-from paho.mqtt.enums import CallbackAPIVersion
+from mosquitto_fixture import Broker, MqttSession, new_mqtt_client, start_broker
 
 from central.security import (
     DeviceCA,
@@ -33,75 +29,7 @@ from central.security.enrolment import ca_directory
 from shared_protocol.wire.envelope import MAX_PAYLOAD_BYTES
 from shared_protocol.wire.topics import INGEST_SUBSCRIPTION
 
-TIMEOUT_S = 5.0
 INGEST = INGEST_SUBSCRIPTION
-
-
-@dataclass
-class Session:
-    """A paho client driven synchronously: connect, subscribe, publish, and wait."""
-
-    client: Any
-    messages: queue.Queue[Any] = field(default_factory=queue.Queue)
-    connack: queue.Queue[Any] = field(default_factory=queue.Queue)
-    subacks: queue.Queue[list[Any]] = field(default_factory=queue.Queue)
-    pubacks: dict[int, Any] = field(default_factory=dict)
-    _puback_event: threading.Condition = field(default_factory=threading.Condition)
-
-    def __post_init__(self) -> None:
-        self.client.on_connect = lambda _c, _u, _f, reason, _p: self.connack.put(reason)
-        self.client.on_connect_fail = lambda _c, _u: self.connack.put("connect failed")
-        self.client.on_disconnect = lambda _c, _u, _f, reason, _p: self.connack.put(reason)
-        self.client.on_message = lambda _c, _u, message: self.messages.put(message)
-        self.client.on_subscribe = lambda _c, _u, _mid, codes, _p: self.subacks.put(codes)
-        self.client.on_publish = self._on_publish
-
-    def _on_publish(self, _client: Any, _userdata: Any, mid: int, reason: Any, _p: Any) -> None:
-        with self._puback_event:
-            self.pubacks[mid] = reason
-            self._puback_event.notify_all()
-
-    def connect(self, broker: Broker) -> bool:
-        """True when the broker sent CONNACK success; False on any refusal or TLS failure."""
-        try:
-            self.client.connect(broker.host, broker.port, keepalive=30)
-        except (OSError, ssl.SSLError):
-            return False
-        self.client.loop_start()
-        try:
-            reason = self.connack.get(timeout=TIMEOUT_S)
-        except queue.Empty:
-            return False
-        return not isinstance(reason, str) and not reason.is_failure and reason == 0
-
-    def subscribe(self, topic: str) -> list[Any]:
-        self.client.subscribe(topic, qos=1)
-        return self.subacks.get(timeout=TIMEOUT_S)
-
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
-        """Publish at QoS 1; True when the PUBACK says accepted (MQTT 5 reason code < 0x80).
-
-        Mosquitto answers a publish the ACL denies with 0x87 Not authorized.
-        """
-        info = self.client.publish(topic, payload, qos=1, retain=retain)
-        with self._puback_event:
-            assert self._puback_event.wait_for(lambda: info.mid in self.pubacks, TIMEOUT_S)
-            return not self.pubacks[info.mid].is_failure
-
-    def next_message(self) -> Any:
-        return self.messages.get(timeout=TIMEOUT_S)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def _client(client_id: str = "") -> Any:
-    return mqtt.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        protocol=mqtt.MQTTv5,
-    )
 
 
 @dataclass
@@ -111,9 +39,9 @@ class Deployment:
     state_dir: Path
     broker: Broker
     central_files: tuple[Path, Path, Path]
-    sessions: list[Session] = field(default_factory=list)
+    sessions: list[MqttSession] = field(default_factory=list)
 
-    def gateway(self, gateway_id: str) -> Session:
+    def gateway(self, gateway_id: str) -> MqttSession:
         bundle = self.state_dir / "bundles" / gateway_id
         if not bundle.exists():
             enroll_gateway(self.state_dir, gateway_id)
@@ -121,14 +49,14 @@ class Deployment:
             gateway_id, bundle / "ca.crt", bundle / "gateway.crt", bundle / "gateway.key"
         )
 
-    def central(self, client_id: str = "") -> Session:
+    def central(self, client_id: str = "") -> MqttSession:
         ca_file, certificate_file, key_file = self.central_files
         return self._session(client_id, ca_file, certificate_file, key_file)
 
-    def _session(self, client_id: str, ca_file: Path, cert: Path, key: Path) -> Session:
-        client = _client(client_id)
+    def _session(self, client_id: str, ca_file: Path, cert: Path, key: Path) -> MqttSession:
+        client = new_mqtt_client(client_id)
         client.tls_set(ca_certs=str(ca_file), certfile=str(cert), keyfile=str(key))
-        session = Session(client)
+        session = MqttSession(client)
         assert session.connect(self.broker), self.broker.log()
         self.sessions.append(session)
         return session
@@ -149,7 +77,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 
 
 def _refused(broker: Broker, client: Any) -> bool:
-    session = Session(client)
+    session = MqttSession(client)
     connected = session.connect(broker)
     session.close()
     return not connected
@@ -172,14 +100,14 @@ def test_an_enrolled_gateway_batch_reaches_central_through_the_shared_subscripti
 
 
 def test_a_client_without_a_certificate_is_refused(deployment: Deployment) -> None:
-    client = _client("anonymous")
+    client = new_mqtt_client("anonymous")
     client.tls_set(ca_certs=str(deployment.broker.ca_file))
     client.username_pw_set("gw-anon", "any password")  # passwords are not an identity here
     assert _refused(deployment.broker, client)
 
 
 def test_a_plaintext_connection_is_refused(deployment: Deployment) -> None:
-    assert _refused(deployment.broker, _client("plaintext"))
+    assert _refused(deployment.broker, new_mqtt_client("plaintext"))
 
 
 def test_the_tls_port_is_the_only_one_mosquitto_opens(deployment: Deployment) -> None:
@@ -192,7 +120,7 @@ def test_the_tls_port_is_the_only_one_mosquitto_opens(deployment: Deployment) ->
 def test_a_certificate_from_another_ca_is_refused(deployment: Deployment, tmp_path: Path) -> None:
     impostor_ca = DeviceCA.create(tmp_path / "other-ca")
     impostor_ca.issue_client("gw-ingest").write(tmp_path, "client.crt", "client.key")
-    client = _client("impostor")
+    client = new_mqtt_client("impostor")
     client.tls_set(
         ca_certs=str(deployment.broker.ca_file),
         certfile=str(tmp_path / "client.crt"),
@@ -286,14 +214,14 @@ def test_a_gateway_will_reaches_central_only_on_its_own_death_topic(
         ("gw-will-honest", "m2c/v1/gw/gw-will-honest/death"),
     ):
         bundle = deployment.state_dir / "bundles" / gateway_id
-        client = _client(gateway_id)
+        client = new_mqtt_client(gateway_id)
         client.tls_set(
             ca_certs=str(bundle / "ca.crt"),
             certfile=str(bundle / "gateway.crt"),
             keyfile=str(bundle / "gateway.key"),
         )
         client.will_set(will_topic, gateway_id.encode(), qos=1, retain=True)
-        session = Session(client)
+        session = MqttSession(client)
         assert session.connect(deployment.broker)
         client.loop_stop()
         client.socket().close()  # a lost link, not a DISCONNECT: the will fires
@@ -320,14 +248,14 @@ def test_the_largest_payload_the_contract_allows_passes_the_broker(
 # --- revocation (each test on its own broker: a CRL reload must not disturb the others) ------
 
 
-def _bundle_session(bundle: Path, client_id: str) -> Session:
-    client = _client(client_id)
+def _bundle_session(bundle: Path, client_id: str) -> MqttSession:
+    client = new_mqtt_client(client_id)
     client.tls_set(
         ca_certs=str(bundle / "ca.crt"),
         certfile=str(bundle / "gateway.crt"),
         keyfile=str(bundle / "gateway.key"),
     )
-    return Session(client)
+    return MqttSession(client)
 
 
 @pytest.fixture
