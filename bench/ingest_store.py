@@ -63,7 +63,7 @@ def make_batches(total: int, size: int) -> list[list[IncomingReading]]:
                     seq=seq,
                     meter=f"{(seq - 1) % METERS:012d}",
                     obis="1.8.0",
-                    ts=ts,
+                    time=ts,
                     value=Decimal(seq) / 1000,
                     unit="kWh",
                     kind="curve",
@@ -95,7 +95,9 @@ def run_store(url: str, batches: list[list[IncomingReading]]) -> float:
     return count / elapsed
 
 
-def bare_rows(batches: list[list[IncomingReading]], sqlite_form: bool) -> list[list[tuple[Any, ...]]]:
+def bare_rows(
+    batches: list[list[IncomingReading]], sqlite_form: bool
+) -> list[list[tuple[Any, ...]]]:
     now = datetime.now(UTC)
     out = []
     for batch in batches:
@@ -103,12 +105,12 @@ def bare_rows(batches: list[list[IncomingReading]], sqlite_form: bool) -> list[l
         for r in batch:
             if sqlite_form:
                 rows.append(
-                    (r.meter, r.obis, utc_text(r.ts), decimal_text(r.value), r.unit, r.kind,
+                    (r.meter, r.obis, utc_text(r.time), decimal_text(r.value), r.unit, r.kind,
                      r.source, r.quality, GATEWAY, r.seq, utc_text(r.read_at), utc_text(now))
                 )  # fmt: skip
             else:
                 rows.append(
-                    (r.meter, r.obis, r.ts, r.value, r.unit, r.kind, r.source, r.quality,
+                    (r.meter, r.obis, r.time, r.value, r.unit, r.kind, r.source, r.quality,
                      GATEWAY, r.seq, r.read_at, now)
                 )  # fmt: skip
         out.append(rows)
@@ -180,7 +182,9 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         if backend == "sqlite":
             with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
                 store_best = max(store_best, run_store(f"sqlite:///{tmp}/central.sqlite3", batches))
-                ceiling_best = max(ceiling_best, ceiling_sqlite(Path(tmp) / "bare.sqlite3", batches))
+                ceiling_best = max(
+                    ceiling_best, ceiling_sqlite(Path(tmp) / "bare.sqlite3", batches)
+                )
         else:
             for measure in ("store", "ceiling"):
                 url = postgres_database(args.postgres_url)

@@ -39,7 +39,7 @@ def reading(seq: int, value: Decimal | None = None, key: int | None = None) -> I
         seq=seq,
         meter=f"{key % METERS:012d}",
         obis="1.8.0",
-        ts=BASE + timedelta(hours=key // METERS),
+        time=BASE + timedelta(hours=key // METERS),
         value=Decimal(seq) / 100 if value is None else value,
         unit="kWh",
         kind="curve",
@@ -111,9 +111,9 @@ def test_shuffled_batches_give_the_same_table_and_watermark(
     assert enrolled.pending_ranges(GATEWAY) == []
     assert enrolled.count_readings() == 200
     expected = [
-        (r.meter, r.obis, r.ts, r.value, r.seq, GATEWAY, 0)
+        (r.meter, r.obis, r.time, r.value, r.seq, GATEWAY, 0)
         for r in sorted(
-            (reading(seq) for seq in range(1, 201)), key=lambda r: (r.meter, r.obis, r.ts)
+            (reading(seq) for seq in range(1, 201)), key=lambda r: (r.meter, r.obis, r.time)
         )
     ]
     assert table(enrolled) == expected
@@ -175,7 +175,7 @@ def test_a_correction_with_a_higher_seq_wins(enrolled: IngestStore) -> None:
     corrected = reading(11, value=Decimal("42.000001"), key=4)
     assert enrolled.apply_batch(GATEWAY, "s1", 11, 11, [corrected]) == ApplyResult(11, 0, 0, 1)
     (stored,) = enrolled.readings(
-        corrected.meter, "1.8.0", corrected.ts, corrected.ts + timedelta(seconds=1)
+        corrected.meter, "1.8.0", corrected.time, corrected.time + timedelta(seconds=1)
     )
     assert (stored.value, stored.seq, stored.corrections) == (Decimal("42.000001"), 11, 1)
     assert enrolled.count_readings() == 10
@@ -186,7 +186,7 @@ def test_an_older_version_arriving_late_is_ignored(enrolled: IngestStore) -> Non
     older = reading(8, value=Decimal("1"), key=100)
     assert enrolled.apply_batch(GATEWAY, "s1", 20, 20, [newer]).inserted == 1
     assert enrolled.apply_batch(GATEWAY, "s1", 8, 8, [older]) == ApplyResult(0, 0, 1, 0)
-    (stored,) = enrolled.readings(newer.meter, None, newer.ts, newer.ts + timedelta(hours=1))
+    (stored,) = enrolled.readings(newer.meter, None, newer.time, newer.time + timedelta(hours=1))
     assert (stored.value, stored.seq, stored.corrections) == (Decimal("2"), 20, 0)
 
 

@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import chain
 from sqlite3 import sqlite_version_info
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from sqlalchemy import Engine, and_, func, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -54,8 +54,10 @@ from central.db.schema import (
     meters,
     readings,
     statistics,
+    transformer_areas,
 )
 from central.db.types import checked_decimal, checked_utc, utc_text
+from shared_protocol.wire import Birth, Death, RecordBatch, WireEvent, WireReading, WireStatistic
 
 __all__ = [
     "ApplyResult",
@@ -81,12 +83,15 @@ class InvalidBatchError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class IncomingReading:
-    """One meter value as a gateway sent it; (meter, obis, ts) is its natural key."""
+    """One meter value as a gateway sent it; (meter, obis, time) is its natural key.
+
+    The same fields as :class:`shared_protocol.wire.WireReading`, so wire records can be
+    passed to :meth:`IngestStore.apply_batch` as they are."""
 
     seq: int
     meter: str
     obis: str
-    ts: datetime
+    time: datetime
     value: Decimal
     unit: str | None
     kind: str
@@ -183,6 +188,62 @@ _CORRECTED_COLUMNS: Final = (
     "seq",
     "read_at",
 )
+
+
+class ReadingLike(Protocol):
+    """What :meth:`IngestStore.apply_batch` reads from a reading (``IncomingReading``,
+    ``shared_protocol.wire.WireReading``)."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def meter(self) -> str: ...
+    @property
+    def obis(self) -> str: ...
+    @property
+    def time(self) -> datetime: ...
+    @property
+    def value(self) -> Decimal: ...
+    @property
+    def unit(self) -> str | None: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def quality(self) -> str: ...
+    @property
+    def read_at(self) -> datetime: ...
+
+
+class EventLike(Protocol):
+    """``IncomingEvent`` or ``shared_protocol.wire.WireEvent``."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def meter(self) -> str | None: ...
+    @property
+    def code(self) -> str: ...
+    @property
+    def detail(self) -> Mapping[str, Any]: ...
+    @property
+    def at(self) -> datetime: ...
+
+
+class StatisticLike(Protocol):
+    """``IncomingStatistic`` or ``shared_protocol.wire.WireStatistic``."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def labels(self) -> Mapping[str, Any]: ...
+    @property
+    def value(self) -> Decimal: ...
+    @property
+    def at(self) -> datetime: ...
 
 
 #: The readings columns in the order the fast path binds them.
@@ -290,42 +351,82 @@ class IngestStore:
     def record_birth(
         self,
         gateway: str,
-        session: str,
+        session: str | int,
         birth: Mapping[str, Any],
         at: datetime,
         archive: Iterable[MeterEntry] | None = None,
+        acked_seq: int | None = None,
     ) -> bool:
         """A gateway came online: store its birth and (when sent) its meter archive.
 
-        Births are retained and redelivered, so one older than the stored birth is stale
-        and changes nothing (returns False).
+        Births are retained and redelivered, so one older than the stored birth (by time,
+        or by session number) is stale and changes nothing (returns False).
+
+        ``acked_seq`` is the gateway's own acknowledged seq. Above central's watermark it
+        means records central will never receive — the gateway released them on an ack
+        this database does not remember (a restore from backup, a gateway moved from
+        another central) — so waiting for them would stall the gateway for ever. The
+        watermark moves up to it and a ``watermark_adopted`` event records the lost range.
         """
         at = _aware(at, "birth time")
         with self.engine.begin() as conn:
             current = self._lock_gateway(conn, gateway)
             if current.last_birth_at is not None and at < current.last_birth_at:
                 return False
+            if current.session is not None and _session_older(session, current.session):
+                return False
             conn.execute(
                 update(gateways)
                 .where(gateways.c.id == gateway)
-                .values(last_birth=dict(birth), last_birth_at=at, online=True, session=session)
+                .values(last_birth=dict(birth), last_birth_at=at, online=True, session=str(session))
             )
             if archive is not None:
                 self._upsert_archive(conn, gateway, list(archive), at)
+            if acked_seq is not None:
+                watermark, ranges = self._lock_watermark(conn, gateway)
+                if acked_seq > watermark:
+                    lost = (watermark + 1, acked_seq)
+                    new = self._advance(conn, gateway, session, watermark, ranges, *lost)
+                    conn.execute(
+                        self._insert_events,
+                        [
+                            {
+                                "gateway": gateway,
+                                "seq": None,
+                                "meter": None,
+                                "code": "watermark_adopted",
+                                "detail": {
+                                    "reason": "gateway acked_seq above central's watermark",
+                                    "seq_from": lost[0],
+                                    "seq_to": lost[1],
+                                    "up_to_seq": new,
+                                },
+                                "at": at,
+                                "received_at": _now(),
+                            }
+                        ],
+                    ).all()
         return True
 
-    def record_death(self, gateway: str, at: datetime, session: str | None = None) -> bool:
-        """A gateway went offline (its will, or a clean disconnect).
+    def record_death(
+        self, gateway: str, at: datetime | None = None, session: str | int | None = None
+    ) -> bool:
+        """A gateway went offline (its will, or a clean disconnect); ``at`` defaults to now.
 
-        A death from an older session (a will delivered after the gateway reconnected) or
-        older than the last birth changes nothing (returns False).
+        A death from an older session than the last birth (a will delivered after the
+        gateway reconnected) changes nothing (returns False). Without a session, a death
+        older than the last birth changes nothing.
         """
-        at = _aware(at, "death time")
+        at = _aware(at or _now(), "death time")
         with self.engine.begin() as conn:
             current = self._lock_gateway(conn, gateway)
-            if session is not None and current.session not in (None, session):
-                return False
-            if current.last_birth_at is not None and at < current.last_birth_at:
+            if session is not None:
+                if current.session is not None and (
+                    _session_older(session, current.session)
+                    or (str(session) != current.session and not _numeric(session))
+                ):
+                    return False
+            elif current.last_birth_at is not None and at < current.last_birth_at:
                 return False
             conn.execute(
                 update(gateways)
@@ -333,6 +434,49 @@ class IngestStore:
                 .values(online=False, last_death_at=at)
             )
         return True
+
+    # -- wire messages (shared_protocol.wire), already verified by the consumer ---------------
+
+    def apply_record_batch(self, batch: RecordBatch) -> ApplyResult:
+        """:meth:`apply_batch` for a verified :class:`~shared_protocol.wire.RecordBatch`."""
+        readings = [r for r in batch.records if isinstance(r, WireReading)]
+        events = [r for r in batch.records if isinstance(r, WireEvent)]
+        statistics = [r for r in batch.records if isinstance(r, WireStatistic)]
+        return self.apply_batch(
+            batch.gateway, batch.session, batch.seq_from, batch.seq_to, readings, events, statistics
+        )
+
+    def record_birth_message(self, birth: Birth) -> bool:
+        """:meth:`record_birth` for a verified :class:`~shared_protocol.wire.Birth`; a light
+        birth (no meters) keeps the archive central has."""
+        archive = [
+            MeterEntry(
+                meter=entry.address,
+                address=entry.address,
+                protocol=entry.protocol,
+                bus=entry.bus,
+                transformer_area=entry.area or None,
+                customer_class=entry.customer_class or None,
+                protected=entry.protected,
+                prepaid=entry.prepaid,
+            )
+            for entry in birth.meters
+        ]
+        # The archive lives in ``meters``; the stored birth keeps everything else.
+        body = {key: value for key, value in birth.to_wire().items() if key != "meters"}
+        return self.record_birth(
+            birth.gateway,
+            birth.session,
+            body,
+            birth.sent_at,
+            archive or None,
+            acked_seq=birth.acked_seq,
+        )
+
+    def record_death_message(self, death: Death, at: datetime | None = None) -> bool:
+        """:meth:`record_death` for a :class:`~shared_protocol.wire.Death` (its ``at`` is
+        when the session began, so the death is stamped ``at`` or now)."""
+        return self.record_death(death.gateway, at, session=death.session)
 
     def record_gateway_event(
         self,
@@ -364,12 +508,12 @@ class IngestStore:
     def apply_batch(
         self,
         gateway: str,
-        session: str | None,
+        session: str | int | None,
         seq_from: int,
         seq_to: int,
-        readings: Sequence[IncomingReading] = (),
-        events: Sequence[IncomingEvent] = (),
-        statistics: Sequence[IncomingStatistic] = (),
+        readings: Sequence[ReadingLike] = (),
+        events: Sequence[EventLike] = (),
+        statistics: Sequence[StatisticLike] = (),
     ) -> ApplyResult:
         """Store one batch covering ``seq_from..seq_to`` in one transaction; return the
         contiguous watermark to acknowledge once this call has returned."""
@@ -568,7 +712,7 @@ class IngestStore:
         self,
         conn: Connection,
         gateway: str,
-        session: str | None,
+        session: str | int | None,
         watermark: int,
         ranges: list[list[int]],
         seq_from: int,
@@ -587,7 +731,11 @@ class IngestStore:
         conn.execute(
             update(ingest_watermarks)
             .where(ingest_watermarks.c.gateway == gateway)
-            .values(up_to_seq=watermark, session=session, updated_at=_now())
+            .values(
+                up_to_seq=watermark,
+                session=None if session is None else str(session),
+                updated_at=_now(),
+            )
         )
         return watermark
 
@@ -612,6 +760,14 @@ class IngestStore:
             }
             for m in archive
         ]
+        areas = sorted({m.transformer_area for m in archive if m.transformer_area})
+        if areas:
+            # An area first named by a birth gets a row (named after its id until an
+            # operator names it), so the meter can point at it.
+            conn.execute(
+                self._insert(transformer_areas).on_conflict_do_nothing(index_elements=["id"]),
+                [{"id": area, "name": area} for area in areas],
+            )
         stmt = self._insert(meters)
         replaced = [c.name for c in meters.c if c.name not in ("meter", "first_seen_at")]
         conn.execute(
@@ -620,6 +776,17 @@ class IngestStore:
             ),
             rows,
         )
+
+
+def _numeric(session: str | int) -> bool:
+    return isinstance(session, int) or str(session).isdigit()
+
+
+def _session_older(session: str | int, than: str) -> bool:
+    """Sessions are numbered upwards by the gateway (wire contract); text ones only differ."""
+    if _numeric(session) and than.isdigit():
+        return int(session) < int(than)
+    return False
 
 
 def _now() -> datetime:
@@ -637,12 +804,12 @@ def _aware(moment: datetime, what: str) -> datetime:
 def _check_seqs(
     seq_from: int,
     seq_to: int,
-    readings: Sequence[IncomingReading],
-    events: Sequence[IncomingEvent],
-    statistics: Sequence[IncomingStatistic],
+    readings: Sequence[ReadingLike],
+    events: Sequence[EventLike],
+    statistics: Sequence[StatisticLike],
 ) -> None:
     seen: set[int] = set()
-    records: list[IncomingReading | IncomingEvent | IncomingStatistic] = [
+    records: list[ReadingLike | EventLike | StatisticLike] = [
         *readings,
         *events,
         *statistics,
@@ -659,7 +826,7 @@ def _check_seqs(
 
 def _reading_rows(
     gateway: str,
-    incoming: Sequence[IncomingReading],
+    incoming: Sequence[ReadingLike],
     received_at: datetime,
     as_text: bool,
 ) -> list[tuple[Any, ...]]:
@@ -683,7 +850,7 @@ def _reading_rows(
     by_key: dict[tuple[str, str, Any], tuple[Any, ...]] = {}
     for r in incoming:
         try:
-            ts = moment(r.ts)
+            ts = moment(r.time)
             value = checked_decimal(r.value)
             row = (
                 r.meter,
