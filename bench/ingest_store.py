@@ -139,10 +139,13 @@ def ceiling_postgres(url: str, batches: list[list[IncomingReading]]) -> float:
 
     rows = bare_rows(batches, sqlite_form=False)
     parsed = make_url(url)
-    conninfo = f"host={parsed.host} port={parsed.port or 5432} user={parsed.username} dbname={parsed.database}"
-    if parsed.password:
-        conninfo += f" password={parsed.password}"
-    with psycopg.connect(conninfo) as conn:
+    with psycopg.connect(
+        host=parsed.host,
+        port=parsed.port or 5432,
+        user=parsed.username,
+        password=parsed.password,
+        dbname=parsed.database,
+    ) as conn:
         conn.execute(
             "CREATE TABLE bare (meter text, obis text, ts timestamptz, value numeric(20,6), "
             "unit text, kind text, source text, quality text, gateway text, seq bigint, "
