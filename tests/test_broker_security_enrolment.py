@@ -319,3 +319,17 @@ def test_a_new_bundle_directory_is_private(state_dir: Path) -> None:
 
     assert _mode(state_dir / "bundles" / "gw-1") == 0o700
     assert _mode(state_dir / "ca") == 0o700
+
+
+def test_the_registry_format_is_the_documented_one(state_dir: Path) -> None:
+    # Central's database imports these files; docs/operations-broker.md is their contract.
+    code, output = run(state_dir, "gateway", "enroll", "gw-1", "--json")
+    assert code == 0, output
+    record = json.loads((state_dir / "gateways" / "gw-1.json").read_text())
+    docs = (ROOT / "docs" / "operations-broker.md").read_text(encoding="utf-8")
+    documented = json.loads(
+        docs.split("### The registry", 1)[1].split("```json", 1)[1].split("```")[0]
+    )
+
+    assert set(record) == set(documented)
+    assert record["format"] == documented["format"] == 1
