@@ -253,7 +253,7 @@ def test_stop_ends_a_pass_at_the_next_meter_and_leaves_the_rest_expected(
                 collector.stop()  # SIGTERM arrives while the third meter is read
             return read(*args)
 
-        collector._read = read_then_stop  # type: ignore[method-assign]
+        collector._read = read_then_stop  # type: ignore[method-assign,assignment]
         report = collector.run_due()
         assert report.got == 3 and report.failed == 0
         states = [s.state for s in r.ledger.slots(task="daily_frozen")]

@@ -7,7 +7,7 @@ the ledger are real SQLite files in ``tmp_path``; the collector's clock is the s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
@@ -127,12 +127,12 @@ class Rig:
 @contextmanager
 def rig(
     tmp_path: Path,
-    devices: list[Device],
+    devices: Sequence[Device],
     tasks: TasksConfig,
     *,
     clock: SimClock,
     clock_config: ClockConfig | None = None,
-    extra_meters: list[ArchiveMeter] = (),  # type: ignore[assignment]
+    extra_meters: Sequence[ArchiveMeter] = (),
     **served_options: Any,
 ) -> Iterator[Rig]:
     """A collector over ``devices`` on one simulated 645/698 line."""

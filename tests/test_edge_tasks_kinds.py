@@ -36,7 +36,9 @@ def test_monthly_frozen_carries_the_settlement_time(tmp_path: Path) -> None:
             assert rows["1-0:1.8.0"].period_ts == utc_text(meter_time_to_utc(record.time))
             assert {x.kind for x in rows.values()} == {"monthly"}
         (slot,) = {s.slot for s in r.ledger.slots(task="monthly_frozen")}
-        assert slot == meter_time_to_utc(record.time.replace(day=1, hour=0))
+        first = next(iter(r.models.values())).monthly_freeze(1)
+        assert first is not None
+        assert slot == meter_time_to_utc(first.time.replace(day=1, hour=0))
 
 
 def test_curve_points_and_catch_up_in_one_read_per_meter(tmp_path: Path) -> None:
