@@ -213,3 +213,24 @@ def test_a_deferred_sync_of_a_meter_gone_silent_is_dropped(tmp_path: Path) -> No
         assert check.decision is ClockDecision.UNREADABLE
         assert r.ledger.pending_syncs() == {}
         assert r.collector.run_due().clock == []  # no re-read on every run
+
+
+def test_a_meter_back_from_a_power_cut_gets_its_clock_checked(tmp_path: Path) -> None:
+    clock = sim_clock()
+    clock.advance_to(local(12, 20))
+    tasks = tasks_config("events", "clock_check")
+    with rig(tmp_path, responders_645(2, clock), tasks, clock=clock) as r:
+        cut, _ = list(r.models)
+        r.collector.run_due()  # the gateway's own power-up check
+        model = r.models[cut]
+        now = clock.now()
+        r.line.call(model.apply_fault, MeterFault(now, FaultKind.POWER_DOWN))
+        r.line.call(model.apply_fault, MeterFault(now, FaultKind.POWER_UP))
+        jump(r, cut, -100)  # the RTC battery did not keep time through the cut
+        clock.advance_to(local(13, 20))  # the 13:00 events run is due
+        report = r.collector.run_due()
+        assert report.power_restored == [cut]
+        assert [(c.meter, c.synced) for c in report.clock] == [(cut, True)]
+        assert abs(true_offset(r, cut)) < 2
+        assert [e.meter for e in r.events("meter.power_down")] == [cut]
+        assert [e.meter for e in r.events("clock_synced")] == [cut]

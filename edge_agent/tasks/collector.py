@@ -127,6 +127,7 @@ class RunReport:
     failures: dict[str, str] = field(default_factory=dict)  # "meter@slot" → reason
     parts: list[RunReport] = field(default_factory=list)
     clock: list[ClockCheck] = field(default_factory=list)
+    power_restored: list[str] = field(default_factory=list)  # meters back from a power cut
 
     def add(self, other: RunReport) -> None:
         self.parts.append(other)
@@ -140,6 +141,7 @@ class RunReport:
         for key, reason in other.failures.items():
             if len(self.failures) < MAX_REPORTED_FAILURES:
                 self.failures[key] = reason
+        self.power_restored += [m for m in other.power_restored if m not in self.power_restored]
 
     @property
     def rate(self) -> Decimal:
@@ -163,6 +165,7 @@ class RunReport:
             "failures": dict(self.failures),
             "parts": [part.to_dict() for part in self.parts],
             "clock": [check.to_dict() for check in self.clock],
+            "power_restored": list(self.power_restored),
         }
 
 
@@ -318,6 +321,12 @@ class Collector:
                 report.duration_s = monotonic_time.monotonic() - started
                 return report
             report.clock = self._clock_due(now)
+            # a meter back from a power cut may have lost time on its battery (D5.2:
+            # check at power-up); the meters the scheduled check just read are skipped
+            checked = {c.meter for c in report.clock}
+            restored = [m for m in report.power_restored if m not in checked]
+            if restored and self.config.tasks.clock_check.enabled:
+                report.clock += self.clock_check(restored)
             if tasks.backfill_days > 0 and (
                 ran_scheduled
                 or self._last_backfill is None
@@ -582,6 +591,8 @@ class Collector:
                         event.start,
                     )
                     report.events += 1
+                    if event.kind == "power_down" and event.end is not None:
+                        report.power_restored.append(event.meter)
         with self.ledger.transaction():
             for outcome in outcomes:
                 key = f"{outcome.meter.key}@{slot_text(outcome.slot)}"
