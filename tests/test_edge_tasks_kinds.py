@@ -143,3 +143,17 @@ def test_missed_curve_points_are_backfilled_from_the_meters_profile(tmp_path: Pa
             sources = sorted(x.source for x in r.readings(address))
             assert sources == ["backfill", "backfill", "scheduled"]
         assert r.ledger.success(task="curve").rate == 1
+
+
+def test_698_events_cost_one_frame_per_kind_when_nothing_happened(tmp_path: Path) -> None:
+    clock = sim_clock()
+    device = Dlt698Responder(model_meter("000000000301", seed=3), clock)
+    device.meter.record_event(EventKind.COVER_OPEN)
+    with rig(tmp_path, [device], tasks_config("events"), clock=clock) as r:
+        r.collector.run_due()
+        assert len(r.events("meter.cover_open")) == 1
+        clock.fast_forward(timedelta(hours=1))
+        frames = r.master.counters.tx_frames
+        r.collector.run_due()
+        assert r.master.counters.tx_frames - frames == 2  # power_down, cover_open: newest only
+        assert len(r.events("meter.cover_open")) == 1

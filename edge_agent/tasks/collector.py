@@ -553,7 +553,11 @@ class Collector:
                     meter, (kind,), EVENT_DEPTH, known={kind: total or 0}, priority=priority
                 )
             elif isinstance(driver, Dlt698Driver):
-                got = driver.read_events(meter, (kind,), EVENT_DEPTH, priority=priority)
+                # 698 keeps no counter we read: look at the newest record first (one frame
+                # when nothing happened), and go deeper only when it is new
+                got = driver.read_events(meter, (kind,), 1, priority=priority)
+                if got and (last_start is None or got[0].start > last_start):
+                    got = driver.read_events(meter, (kind,), EVENT_DEPTH, priority=priority)
             else:
                 raise NotSupported(f"{meter.protocol} has no event records")
             events += [e for e in got if last_start is None or e.start > last_start]
