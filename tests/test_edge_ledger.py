@@ -169,3 +169,11 @@ def test_per_meter_consecutive_failures_and_last_success(ledger: Ledger) -> None
     assert meters["flaky"].stats.rate == Decimal("0.4")
     assert meters["dead"].consecutive_failures == 5 and meters["dead"].last_got_at is None
     assert meters["dead"].to_dict()["bus"] == "b2"
+
+
+def test_forget_drops_only_an_expected_slot(ledger: Ledger) -> None:
+    ledger.expect("curve", "m1", SLOT)
+    ledger.got("curve", "m2", SLOT)
+    ledger.forget("curve", "m1", SLOT)
+    ledger.forget("curve", "m2", SLOT)
+    assert [(s.meter, s.state) for s in ledger.slots()] == [("m2", "got")]

@@ -604,9 +604,7 @@ class Collector:
                     report.skipped += 1
                     if task in TASK_KINDS or task == "events":
                         # not expected of this meter after all
-                        self.ledger.exhaust(
-                            task, outcome.meter.key, outcome.slot, outcome.reason or ""
-                        )
+                        self.ledger.forget(task, outcome.meter.key, outcome.slot)
                     continue
                 report.expected += 1
                 if outcome.reason is None:

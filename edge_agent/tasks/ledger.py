@@ -335,6 +335,16 @@ class Ledger:
                 (reason, _now_text(), task, meter, slot_text(slot)),
             )
 
+    def forget(self, task: str, meter: str, slot: datetime) -> None:
+        """Drop an expected slot the meter turned out not to keep (protocol/model lacks
+        the data): it is not a failure and must not count against the success rate."""
+        with self.transaction():
+            self._db.execute(
+                "DELETE FROM slots "
+                "WHERE task = ? AND meter = ? AND slot = ? AND state = 'expected'",
+                (task, meter, slot_text(slot)),
+            )
+
     # ------------------------------------------------------------ queries
 
     def slot(self, task: str, meter: str, slot: datetime) -> Slot | None:
