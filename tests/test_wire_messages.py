@@ -27,7 +27,7 @@ from shared_protocol.wire import (
     canonical_json,
     decode,
 )
-from shared_protocol.wire.envelope import _parse_json
+from shared_protocol.wire.envelope import TopicMismatchError, _parse_json
 
 T0 = datetime(2026, 11, 29, 0, 5, tzinfo=UTC)
 
@@ -261,7 +261,7 @@ def test_decode_rejects_a_message_for_another_topic() -> None:
 
     payload = encode(Ack("gw-1", 1, 5, T0))
     assert decode(payload, topic="m2c/v1/gw/gw-1/ack") == Ack("gw-1", 1, 5, T0)
-    with pytest.raises(MalformedFrameError, match="arrived on"):
+    with pytest.raises(TopicMismatchError, match="arrived on"):
         decode(payload, topic="m2c/v1/gw/gw-2/ack")
     with pytest.raises(MalformedFrameError, match="does not belong"):
         decode(payload, topic="m2c/v1/gw/gw-1/cmd")

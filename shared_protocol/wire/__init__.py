@@ -15,6 +15,7 @@ Errors, all from :mod:`shared_protocol.errors`::
     ├── RemoteProtocolError
     │   ├── FrameTooLargeError     payload or inflated body over its limit
     │   ├── MalformedFrameError    not JSON, wrong shape, a field out of its rules
+    │   │   └── TopicMismatchError a message on a topic of another kind or gateway
     │   ├── UnsupportedError       a future protocol version, an unknown type or encoding
     │   ├── SignatureError         .reason: unsigned, unknown_key, bad_signature, ...
     │   └── CommandRefusedError    (wire.guard) .reason, .status, .command
@@ -28,6 +29,7 @@ from shared_protocol.wire.envelope import (
     WIRE_VERSION,
     Envelope,
     PublicKeyLookup,
+    TopicMismatchError,
     Verified,
     canonical_bytes,
     canonical_json,
@@ -36,6 +38,7 @@ from shared_protocol.wire.envelope import (
     generate_private_key,
     load_private_key,
     load_public_key,
+    nack_reason,
     open_envelope,
     private_key_pem,
     public_key_pem,
@@ -134,6 +137,7 @@ __all__ = [
     "ResendArgs",
     "ResyncArgs",
     "Topic",
+    "TopicMismatchError",
     "Verified",
     "WireEvent",
     "WireReading",
@@ -153,6 +157,7 @@ __all__ = [
     "generate_private_key",
     "load_private_key",
     "load_public_key",
+    "nack_reason",
     "open_envelope",
     "parse_topic",
     "private_key_pem",

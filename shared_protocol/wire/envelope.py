@@ -45,6 +45,7 @@ from shared_protocol.errors import (
     FrameTooLargeError,
     LocalProtocolError,
     MalformedFrameError,
+    ProtocolError,
     SignatureError,
     UnsupportedError,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "WIRE_VERSION",
     "Envelope",
     "PublicKeyLookup",
+    "TopicMismatchError",
     "Verified",
     "canonical_bytes",
     "canonical_json",
@@ -69,6 +71,7 @@ __all__ = [
     "generate_private_key",
     "load_private_key",
     "load_public_key",
+    "nack_reason",
     "open_envelope",
     "private_key_pem",
     "public_key_pem",
@@ -398,13 +401,17 @@ def _message(envelope: Envelope, topic: str | None) -> Message:
     return message
 
 
+class TopicMismatchError(MalformedFrameError):
+    """A well-formed message on a topic it does not belong to (kind or gateway)."""
+
+
 def _check_topic(topic: str, message: Message) -> None:
     parsed = parse_topic(topic)
     if parsed.kind != _TOPIC_KIND[message.TYPE]:
-        raise MalformedFrameError(f"a {message.TYPE} does not belong on {topic!r}")
+        raise TopicMismatchError(f"a {message.TYPE} does not belong on {topic!r}")
     gateway = getattr(message, "gateway", None)
     if gateway != parsed.gateway:
-        raise MalformedFrameError(f"{message.TYPE} for gateway {gateway!r} arrived on {topic!r}")
+        raise TopicMismatchError(f"{message.TYPE} for gateway {gateway!r} arrived on {topic!r}")
 
 
 def decode(payload: bytes, *, topic: str | None = None) -> Message:
@@ -446,6 +453,19 @@ def verify_envelope(
 def verify(payload: bytes, public_keys: PublicKeyLookup, *, topic: str | None = None) -> Message:
     """The message of a signed payload; :class:`SignatureError` says why it is not trusted."""
     return verify_envelope(payload, public_keys, topic=topic).message
+
+
+def nack_reason(error: ProtocolError) -> str:
+    """The :class:`Nack` reason for a batch that :func:`verify` refused with ``error``."""
+    if isinstance(error, SignatureError):
+        return "signature"
+    if isinstance(error, FrameTooLargeError):
+        return "too_large"
+    if isinstance(error, UnsupportedError):
+        return "unsupported_version"
+    if isinstance(error, TopicMismatchError):
+        return "wrong_gateway"
+    return "malformed"
 
 
 # -- keys ------------------------------------------------------------------------------------------

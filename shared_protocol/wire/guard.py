@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from shared_protocol.errors import (
     LocalProtocolError,
     ProtocolError,
@@ -77,7 +79,7 @@ class CommandGuard:
 
     def __init__(
         self,
-        public_key: object,
+        public_key: Ed25519PublicKey | PublicKeyLookup,
         clock: Callable[[], datetime],
         *,
         gateway: str | None = None,
@@ -86,8 +88,6 @@ class CommandGuard:
         remembered: Iterable[tuple[uuid.UUID, datetime, datetime]] = (),
     ) -> None:
         """``public_key``: central's Ed25519PublicKey, or a lookup ``key_id -> key | None``."""
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
         if isinstance(public_key, Ed25519PublicKey):
             key = public_key
             self._lookup: PublicKeyLookup = lambda _key_id: key
