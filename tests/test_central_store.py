@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from central.db import gateway_events, gateways, meters, readings, statistics
 from central.ingest.store import (
     ApplyResult,
+    IncomingBatch,
     IncomingEvent,
     IncomingReading,
     IncomingStatistic,
@@ -384,3 +385,53 @@ def test_readings_query_by_quantity_and_range(enrolled: IngestStore) -> None:
     assert enrolled.readings(meter, "2.8.0", BASE, BASE + timedelta(days=1)) == []
     assert len(enrolled.readings(meter, None, BASE, BASE + timedelta(days=1))) == 10
     assert enrolled.count_readings(GATEWAY) == 70
+
+
+def test_a_group_of_batches_gives_what_one_by_one_gives(store: IngestStore) -> None:
+    """apply_batches: one transaction, the same per-batch results as applying in turn."""
+    store.enroll_gateway(GATEWAY)
+    store.enroll_gateway("gw-0002")
+    apply(store, 1, 10)  # committed before: the group sees it as stored
+    plan = [(11, 20), (1, 10), (11, 20), (5, 15), (31, 40), (21, 25)]
+    group = []
+    for seq_from, seq_to in plan:
+        _, _, rows = batch(seq_from, seq_to)
+        group.append(IncomingBatch(GATEWAY, "s1", seq_from, seq_to, rows))
+    other = IncomingBatch("gw-0002", "s9", 1, 3, [reading(1, key=1000)])
+    corrected = IncomingBatch(GATEWAY, "s1", 41, 41, [reading(41, Decimal("7"), key=2)])
+    results = store.apply_batches([*group, other, corrected])
+    assert [(r.inserted, r.duplicates, r.updated) for r in results] == [
+        (10, 0, 0),
+        (0, 10, 0),
+        (0, 10, 0),
+        (0, 11, 0),
+        (10, 0, 0),
+        (5, 0, 0),
+        (1, 0, 0),
+        (0, 0, 1),
+    ]
+    assert {r.up_to_seq for r in results[:6]} == {25}
+    assert results[6].up_to_seq == 3
+    assert store.watermark(GATEWAY) == 25
+    assert store.pending_ranges(GATEWAY) == [(31, 41)]
+    assert store.count_readings() == 36
+    (stored,) = store.readings(f"{2:012d}", "1.8.0", BASE, BASE + timedelta(hours=1))
+    assert (stored.seq, stored.value, stored.corrections) == (41, Decimal("7"), 1)
+
+
+def test_two_versions_in_one_group_store_the_higher_seq(enrolled: IngestStore) -> None:
+    first = IncomingBatch(GATEWAY, "s1", 1, 1, [reading(1, Decimal("1"), key=9)])
+    second = IncomingBatch(GATEWAY, "s1", 2, 2, [reading(2, Decimal("2"), key=9)])
+    results = enrolled.apply_batches([second, first])
+    assert [(r.inserted, r.duplicates) for r in results] == [(1, 0), (0, 1)]
+    (stored,) = enrolled.readings(f"{9 % 7:012d}", "1.8.0", BASE, BASE + timedelta(days=1))
+    assert (stored.seq, stored.value) == (2, Decimal("2"))
+
+
+def test_a_group_with_a_malformed_batch_writes_nothing(enrolled: IngestStore) -> None:
+    good = IncomingBatch(GATEWAY, "s1", 1, 2, [reading(1), reading(2)])
+    bad = IncomingBatch(GATEWAY, "s1", 3, 3, [reading(4)])
+    with pytest.raises(InvalidBatchError, match=r"batch 1 \(gw-0001 3..3\)"):
+        enrolled.apply_batches([good, bad])
+    assert enrolled.count_readings() == 0
+    assert enrolled.apply_batches([]) == []

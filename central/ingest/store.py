@@ -61,13 +61,17 @@ from shared_protocol.wire import Birth, Death, RecordBatch, WireEvent, WireReadi
 
 __all__ = [
     "ApplyResult",
+    "EventLike",
     "GatewayInfo",
+    "IncomingBatch",
     "IncomingEvent",
     "IncomingReading",
     "IncomingStatistic",
     "IngestStore",
     "InvalidBatchError",
     "MeterEntry",
+    "ReadingLike",
+    "StatisticLike",
     "StoredReading",
     "UnknownGatewayError",
 ]
@@ -296,12 +300,12 @@ class IngestStore:
         self._insert_events = (
             self._insert(gateway_events)
             .on_conflict_do_nothing(index_elements=["gateway", "seq"])
-            .returning(gateway_events.c.id)
+            .returning(gateway_events.c.gateway, gateway_events.c.seq)
         )
         self._insert_statistics = (
             self._insert(statistics)
             .on_conflict_do_nothing(index_elements=["gateway", "seq"])
-            .returning(statistics.c.seq)
+            .returning(statistics.c.gateway, statistics.c.seq)
         )
 
     # -- gateways --------------------------------------------------------------------------
@@ -386,7 +390,8 @@ class IngestStore:
                 watermark, ranges = self._lock_watermark(conn, gateway)
                 if acked_seq > watermark:
                     lost = (watermark + 1, acked_seq)
-                    new = self._advance(conn, gateway, session, watermark, ranges, *lost)
+                    new, merged = _advance_ranges(watermark, ranges, *lost)
+                    self._write_watermark(conn, gateway, session, new, merged, ranges)
                     conn.execute(
                         self._insert_events,
                         [
@@ -439,12 +444,7 @@ class IngestStore:
 
     def apply_record_batch(self, batch: RecordBatch) -> ApplyResult:
         """:meth:`apply_batch` for a verified :class:`~shared_protocol.wire.RecordBatch`."""
-        readings = [r for r in batch.records if isinstance(r, WireReading)]
-        events = [r for r in batch.records if isinstance(r, WireEvent)]
-        statistics = [r for r in batch.records if isinstance(r, WireStatistic)]
-        return self.apply_batch(
-            batch.gateway, batch.session, batch.seq_from, batch.seq_to, readings, events, statistics
-        )
+        return self.apply_batches([batch])[0]
 
     def record_birth_message(self, birth: Birth) -> bool:
         """:meth:`record_birth` for a verified :class:`~shared_protocol.wire.Birth`; a light
@@ -517,57 +517,85 @@ class IngestStore:
     ) -> ApplyResult:
         """Store one batch covering ``seq_from..seq_to`` in one transaction; return the
         contiguous watermark to acknowledge once this call has returned."""
-        total = len(readings) + len(events) + len(statistics)
-        if seq_from < 1 or seq_to < seq_from - 1:
-            raise InvalidBatchError(f"bad seq range {seq_from}..{seq_to}")
-        _check_seqs(seq_from, seq_to, readings, events, statistics)
-        received_at = _now()
-        reading_rows = _reading_rows(gateway, readings, received_at, self._dialect == "sqlite")
-        event_rows = [
-            {
-                "gateway": gateway,
-                "seq": e.seq,
-                "meter": e.meter,
-                "code": e.code,
-                "detail": dict(e.detail),
-                "at": _aware(e.at, f"event seq {e.seq} time"),
-                "received_at": received_at,
-            }
-            for e in events
-        ]
-        statistic_rows = [
-            {
-                "gateway": gateway,
-                "seq": s.seq,
-                "name": s.name,
-                "labels": dict(s.labels),
-                "value": s.value,
-                "at": _aware(s.at, f"statistic seq {s.seq} time"),
-                "received_at": received_at,
-            }
-            for s in statistics
-        ]
+        batch = IncomingBatch(gateway, session, seq_from, seq_to, readings, events, statistics)
+        return self.apply_batches([batch])[0]
+
+    def apply_batches(self, batches: Sequence[IncomingBatch | RecordBatch]) -> list[ApplyResult]:
+        """Store several batches (any gateways, any order, duplicates allowed) in ONE
+        transaction: one commit — one fsync on SQLite — for all of them. A consumer hands
+        over whatever messages are waiting, then acknowledges each result after this call
+        returns. The stored state and the watermarks are those applying the batches one by
+        one would give; so are the counts, except when one group holds two versions of a
+        reading: only the higher seq is written, and the other counts as a duplicate.
+
+        A malformed batch raises :class:`InvalidBatchError` (naming its position) before
+        anything is written; the consumer then applies the others one by one.
+        """
+        prepared = [self._prepare(i, batch) for i, batch in enumerate(batches)]
+        if not prepared:
+            return []
+        results: list[ApplyResult] = []
+        counts = [[0, 0] for _ in prepared]  # per batch: inserted, updated
+        owner: dict[tuple[str, int], int] = {}  # (gateway, seq) -> batch index
+        by_key: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        event_rows: list[dict[str, Any]] = []
+        statistic_rows: list[dict[str, Any]] = []
         with self.engine.begin() as conn:
-            watermark, ranges = self._lock_watermark(conn, gateway)
-            if seq_to <= watermark or _covered(ranges, seq_from, seq_to):
-                return ApplyResult(watermark, 0, total, 0)
-            # Records already committed by an earlier batch (same seq, same content: the
-            # edge never reuses a seq) are skipped, not rewritten.
-            if seq_from <= watermark or any(a <= seq_to and seq_from <= b for a, b in ranges):
-                fresh = _not_yet_applied(watermark, ranges)
-                reading_rows = [r for r in reading_rows if fresh(r[_SEQ_INDEX])]
-                event_rows = [r for r in event_rows if fresh(r["seq"])]
-                statistic_rows = [r for r in statistic_rows if fresh(r["seq"])]
-            inserted, updated = self._store_readings(conn, reading_rows)
-            if event_rows:
-                inserted += len(conn.execute(self._insert_events, event_rows).all())
-            if statistic_rows:
-                inserted += len(conn.execute(self._insert_statistics, statistic_rows).all())
-            if seq_to >= seq_from:
-                watermark = self._advance(
-                    conn, gateway, session, watermark, ranges, seq_from, seq_to
+            # Lock in a fixed order so two consumers with overlapping gateway sets cannot
+            # deadlock on PostgreSQL.
+            state = {
+                g: self._lock_watermark(conn, g) for g in sorted({p.gateway for p in prepared})
+            }
+            before = {g: (w, [list(r) for r in ranges]) for g, (w, ranges) in state.items()}
+            sessions: dict[str, str | int | None] = {}
+            for index, p in enumerate(prepared):
+                watermark, ranges = state[p.gateway]
+                if p.seq_to <= watermark or _covered(ranges, p.seq_from, p.seq_to):
+                    continue
+                rows, events, stats = p.readings, p.events, p.statistics
+                # Records already committed by an earlier batch (same seq, same content:
+                # the edge never reuses a seq) are skipped, not rewritten.
+                if p.seq_from <= watermark or any(
+                    a <= p.seq_to and p.seq_from <= b for a, b in ranges
+                ):
+                    fresh = _not_yet_applied(watermark, ranges)
+                    rows = [r for r in rows if fresh(r[_SEQ_INDEX])]
+                    events = [r for r in events if fresh(r["seq"])]
+                    stats = [r for r in stats if fresh(r["seq"])]
+                for row in rows:
+                    owner[(p.gateway, row[_SEQ_INDEX])] = index
+                    key = row[:3]
+                    previous = by_key.get(key)
+                    # One statement may not touch a key twice (PostgreSQL refuses): the
+                    # higher seq goes in, the lower counts as a duplicate.
+                    if previous is None or previous[_SEQ_INDEX] <= row[_SEQ_INDEX]:
+                        by_key[key] = row
+                for record in (*events, *stats):
+                    owner[(p.gateway, record["seq"])] = index
+                event_rows.extend(events)
+                statistic_rows.extend(stats)
+                state[p.gateway] = _advance_ranges(watermark, ranges, p.seq_from, p.seq_to)
+                sessions[p.gateway] = p.session
+            for gateway_id, seq, corrections in self._store_readings(conn, list(by_key.values())):
+                counts[owner[(gateway_id, seq)]][0 if corrections == 0 else 1] += 1
+            for statement, rows_ in (
+                (self._insert_events, event_rows),
+                (self._insert_statistics, statistic_rows),
+            ):
+                if rows_:
+                    for gateway_id, seq in conn.execute(statement, rows_).all():
+                        counts[owner[(gateway_id, seq)]][0] += 1
+            for gateway_id, session in sessions.items():
+                self._write_watermark(
+                    conn, gateway_id, session, *state[gateway_id], before[gateway_id][1]
                 )
-        return ApplyResult(watermark, inserted, total - inserted - updated, updated)
+        # Each result carries the watermark after the whole group: it is what is durable
+        # once this call returns, and acknowledging more than a batch asked is harmless.
+        for p, (inserted, updated) in zip(prepared, counts, strict=True):
+            results.append(
+                ApplyResult(state[p.gateway][0], inserted, p.total - inserted - updated, updated)
+            )
+        return results
 
     def watermark(self, gateway: str) -> int:
         """The highest seq up to which every record of ``gateway`` is committed (0: none)."""
@@ -640,7 +668,7 @@ class IngestStore:
         )
         # RETURNING tells an insert (corrections = 0) from a correction (> 0); a duplicate
         # (older or equal seq) returns no row at all.
-        upsert = upsert.returning(readings.c.corrections)
+        upsert = upsert.returning(readings.c.gateway, readings.c.seq, readings.c.corrections)
         if self._dialect == "sqlite":
             sql = str(upsert.compile(dialect=self.engine.dialect))
             group = "(" + ", ".join(["?"] * len(_READING_COLUMNS)) + ")"
@@ -653,10 +681,13 @@ class IngestStore:
         arrays = ", ".join(f"%s::{_PG_ARRAY_TYPES[name]}[]" for name in _READING_COLUMNS)
         return f"{head} SELECT * FROM unnest({arrays}) ON CONFLICT{tail}"
 
-    def _store_readings(self, conn: Connection, rows: list[tuple[Any, ...]]) -> tuple[int, int]:
+    def _store_readings(
+        self, conn: Connection, rows: list[tuple[Any, ...]]
+    ) -> list[tuple[str, int, int]]:
+        """Upsert ``rows``; (gateway, seq, corrections) of each row inserted or corrected."""
+        returned: list[tuple[str, int, int]] = []
         if not rows:
-            return 0, 0
-        returned: list[int] = []
+            return returned
         if self._dialect == "sqlite":
             width = len(_READING_COLUMNS)
             group = "(" + ", ".join(["?"] * width) + ")"
@@ -665,14 +696,12 @@ class IngestStore:
                 chunk = rows[start : start + per_statement]
                 sql = self._upsert_readings.format(values=", ".join([group] * len(chunk)))
                 flat = tuple(chain.from_iterable(chunk))
-                returned.extend(r[0] for r in conn.exec_driver_sql(sql, flat).all())
+                returned.extend(tuple(r) for r in conn.exec_driver_sql(sql, flat).all())
         else:
             columns = tuple(list(column) for column in zip(*rows, strict=True))
-            returned.extend(
-                r[0] for r in conn.exec_driver_sql(self._upsert_readings, columns).all()
-            )
-        inserted = sum(1 for corrections in returned if corrections == 0)
-        return inserted, len(returned) - inserted
+            result = conn.exec_driver_sql(self._upsert_readings, columns)
+            returned.extend(tuple(r) for r in result.all())
+        return returned
 
     def _reader(self) -> Any:
         return self.engine.connect().execution_options(read_only=True)
@@ -708,25 +737,21 @@ class IngestStore:
         ).all()
         return int(watermark), [[int(a), int(b)] for a, b in ranges]
 
-    def _advance(
+    def _write_watermark(
         self,
         conn: Connection,
         gateway: str,
         session: str | int | None,
         watermark: int,
         ranges: list[list[int]],
-        seq_from: int,
-        seq_to: int,
-    ) -> int:
-        merged = _merge([*ranges, [seq_from, seq_to]])
-        while merged and merged[0][0] <= watermark + 1:
-            watermark = max(watermark, merged.pop(0)[1])
-        if merged != ranges:
+        ranges_before: list[list[int]],
+    ) -> None:
+        if ranges != ranges_before:
             conn.execute(ingest_seq_ranges.delete().where(ingest_seq_ranges.c.gateway == gateway))
-            if merged:
+            if ranges:
                 conn.execute(
                     ingest_seq_ranges.insert(),
-                    [{"gateway": gateway, "seq_from": a, "seq_to": b} for a, b in merged],
+                    [{"gateway": gateway, "seq_from": a, "seq_to": b} for a, b in ranges],
                 )
         conn.execute(
             update(ingest_watermarks)
@@ -737,7 +762,25 @@ class IngestStore:
                 updated_at=_now(),
             )
         )
-        return watermark
+
+    def _prepare(self, index: int, batch: IncomingBatch | RecordBatch) -> _PreparedBatch:
+        if isinstance(batch, RecordBatch):
+            records = batch.records
+            batch = IncomingBatch(
+                batch.gateway,
+                batch.session,
+                batch.seq_from,
+                batch.seq_to,
+                [r for r in records if isinstance(r, WireReading)],
+                [r for r in records if isinstance(r, WireEvent)],
+                [r for r in records if isinstance(r, WireStatistic)],
+            )
+        try:
+            return _prepare(batch, self._dialect == "sqlite")
+        except InvalidBatchError as exc:
+            raise InvalidBatchError(
+                f"batch {index} ({batch.gateway} {batch.seq_from}..{batch.seq_to}): {exc}"
+            ) from None
 
     def _upsert_archive(
         self, conn: Connection, gateway: str, archive: list[MeterEntry], at: datetime
@@ -874,6 +917,87 @@ def _reading_rows(
         if previous is None or previous[_SEQ_INDEX] < r.seq:
             by_key[key] = row
     return list(by_key.values())
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingBatch:
+    """One batch as plain values (what :meth:`IngestStore.apply_batches` takes besides a
+    ``RecordBatch``): the records of ``gateway``'s log covering ``seq_from..seq_to``."""
+
+    gateway: str
+    session: str | int | None
+    seq_from: int
+    seq_to: int
+    readings: Sequence[ReadingLike] = ()
+    events: Sequence[EventLike] = ()
+    statistics: Sequence[StatisticLike] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _PreparedBatch:
+    """A batch checked and turned into rows, before the transaction starts."""
+
+    gateway: str
+    session: str | int | None
+    seq_from: int
+    seq_to: int
+    total: int
+    readings: list[tuple[Any, ...]]
+    events: list[dict[str, Any]]
+    statistics: list[dict[str, Any]]
+
+
+def _prepare(batch: IncomingBatch, as_text: bool) -> _PreparedBatch:
+    seq_from, seq_to = batch.seq_from, batch.seq_to
+    if seq_from < 1 or seq_to < seq_from - 1:
+        raise InvalidBatchError(f"bad seq range {seq_from}..{seq_to}")
+    _check_seqs(seq_from, seq_to, batch.readings, batch.events, batch.statistics)
+    received_at = _now()
+    gateway = batch.gateway
+    return _PreparedBatch(
+        gateway=gateway,
+        session=batch.session,
+        seq_from=seq_from,
+        seq_to=seq_to,
+        total=len(batch.readings) + len(batch.events) + len(batch.statistics),
+        readings=_reading_rows(gateway, batch.readings, received_at, as_text),
+        events=[
+            {
+                "gateway": gateway,
+                "seq": e.seq,
+                "meter": e.meter,
+                "code": e.code,
+                "detail": dict(e.detail),
+                "at": _aware(e.at, f"event seq {e.seq} time"),
+                "received_at": received_at,
+            }
+            for e in batch.events
+        ],
+        statistics=[
+            {
+                "gateway": gateway,
+                "seq": s.seq,
+                "name": s.name,
+                "labels": dict(s.labels),
+                "value": s.value,
+                "at": _aware(s.at, f"statistic seq {s.seq} time"),
+                "received_at": received_at,
+            }
+            for s in batch.statistics
+        ],
+    )
+
+
+def _advance_ranges(
+    watermark: int, ranges: list[list[int]], seq_from: int, seq_to: int
+) -> tuple[int, list[list[int]]]:
+    """The watermark and pending ranges once ``seq_from..seq_to`` is committed too."""
+    if seq_to < seq_from:  # an empty batch covers nothing
+        return watermark, ranges
+    merged = _merge([*ranges, [seq_from, seq_to]])
+    while merged and merged[0][0] <= watermark + 1:
+        watermark = max(watermark, merged.pop(0)[1])
+    return watermark, merged
 
 
 def _merge(ranges: list[list[int]]) -> list[list[int]]:
