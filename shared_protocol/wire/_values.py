@@ -161,7 +161,7 @@ def check_decimal(value: object, what: str) -> Decimal:
             f"{what} must be a Decimal, not {type(value).__name__} ({value!r}); "
             "floats cannot carry meter values exactly"
         )
-    number = Decimal(value)
+    number = value if type(value) is Decimal else Decimal(value)
     if not number.is_finite():
         raise LocalProtocolError(f"{what} must be finite, not {number}")
     if number.is_zero() and number.is_signed():
@@ -189,7 +189,8 @@ def parse_decimal(value: object, what: str) -> Decimal:
     if not _DECIMAL_TEXT.fullmatch(value):
         raise LocalProtocolError(f"{what} {value!r} is not plain decimal text like '1234.56'")
     try:
-        return check_decimal(Decimal(value), what)
+        # Range and sign of zero are checked once, by the message that receives it.
+        return Decimal(value)
     except InvalidOperation as exc:  # pragma: no cover - the pattern admits only valid text
         raise LocalProtocolError(f"{what} {value!r} is not a decimal") from exc
 
