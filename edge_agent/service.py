@@ -595,6 +595,8 @@ class Agent:
         self._stop.set()
         if self.control is not None:
             self.control.close()
+        if self.collector is not None:
+            self.collector.stop()  # a running pass ends at its next meter
         if self._scheduler is not None:
             # An idle scheduler is gone at once; one in a pass gets a moment to finish it
             # before the lines cancel its queued transactions (those slots stay open in the
