@@ -187,6 +187,9 @@ class ExplodingCollector:
     def status(self) -> dict[str, Any]:
         return {"runs": self.runs}
 
+    def stop(self) -> None:
+        self.stopped = True
+
 
 def test_a_crashing_task_is_counted_and_the_daemon_goes_on(config: Path) -> None:
     collector = ExplodingCollector()
