@@ -380,3 +380,43 @@ def test_decode_and_verify_raise_only_protocol_errors(payload: bytes) -> None:
     for read in (decode, lambda p: verify(p, lookup)):
         with contextlib.suppress(ProtocolError):  # anything else fails the test
             read(payload)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _paths(item, (*prefix, index))
+    return found
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(messages, st.data())
+def test_any_field_replaced_by_any_json_decodes_or_is_a_protocol_error(
+    message: Any, data: st.DataObject
+) -> None:
+    envelope = json.loads(canonical_bytes(message))
+    path = data.draw(st.sampled_from(_paths(envelope["body"])), label="path")
+    replacement = data.draw(json_values, label="replacement")
+    if not path:
+        envelope["body"] = replacement
+    else:
+        target = envelope["body"]
+        for step in path[:-1]:
+            target = target[step]
+        target[path[-1]] = replacement
+    payload = json.dumps(envelope).encode()
+    with contextlib.suppress(ProtocolError):
+        decode(payload)
