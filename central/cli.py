@@ -7,6 +7,7 @@ must act on leave as one line on stderr and exit status 1.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -327,6 +328,169 @@ def broker_crl(output_dir: Path) -> None:
     path = output_dir / "crl.pem"
     write_public_file(path, authority.crl_pem())
     click.echo(f"wrote {path} ({len(authority.revoked())} revoked certificates)")
+
+
+# --- gateway import-registry ----------------------------------------------------------------
+
+
+@gateway.command(
+    "import-registry",
+    help="""Enrol every gateway of <state dir>/gateways/ into the central database.
+
+    Copies each gateway's signing public key and key id into the gateways table (the
+    ingestion consumer verifies batches against it); a revoked gateway is kept with no key,
+    so its batches are refused. Safe to run again. Uses M2C_DATABASE_URL and migrates the
+    database first.
+
+    \b
+    Example:
+      M2C_DATABASE_URL=sqlite:///./central.sqlite3 central gateway import-registry
+    """,
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the imported ids as JSON.")
+@_operator_errors
+def gateway_import_registry(as_json: bool) -> None:
+    from central.db import make_engine, upgrade
+    from central.ingest.consumer import import_registry
+    from central.ingest.store import IngestStore
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        imported = import_registry(IngestStore(engine), list_gateways(_state_dir()))
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps({"imported": imported}))
+        return
+    click.echo(f"imported {len(imported)} gateways into the central database")
+
+
+# --- ingest -------------------------------------------------------------------------------
+
+
+def _settings() -> Any:
+    from central.settings import Settings, SettingsError
+
+    try:
+        return Settings.from_env()
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from error
+
+
+@cli.group(
+    help="""Ingestion: consume gateways' batches from the broker into the database.
+
+    \b
+    Example:
+      M2C_BROKER_URL=mqtts://127.0.0.1:8883 central ingest run --tls-dir /etc/meter2cash/mqtt
+    """
+)
+def ingest() -> None:
+    pass
+
+
+@ingest.command(
+    "run",
+    help="""Run one ingestion consumer until SIGTERM or SIGINT.
+
+    Joins the shared subscription $share/ingest/m2c/v1/gw/+/batch (start as many as you
+    like), verifies each batch against the gateway's enrolled key, stores it, commits, and
+    then acknowledges it to the gateway. The database is M2C_DATABASE_URL (migrated at
+    start), the broker M2C_BROKER_URL; with mqtts:// central's identity comes from --tls-dir
+    (what `central broker service-cert --out` wrote) or --ca-file/--cert-file/--key-file.
+
+    \b
+    Example:
+      M2C_DATABASE_URL=postgresql://ingest@db/m2c M2C_BROKER_URL=mqtts://mqtt:8883 \\
+          central ingest run --tls-dir /etc/meter2cash/mqtt --import-registry --json
+    """,
+)
+@click.option(
+    "--tls-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="M2C_BROKER_TLS_DIR",
+    show_envvar=True,
+    help="Directory with ca.crt, central.crt, central.key.",
+)
+@click.option("--ca-file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--cert-file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--consumer-id", default=None, help="MQTT client id [ingest-<host>-<pid>].")
+@click.option(
+    "--import-registry",
+    "import_registry_",
+    is_flag=True,
+    help="Enrol the gateways of <state dir>/gateways/ into the database first.",
+)
+@click.option(
+    "--persistent-session",
+    is_flag=True,
+    help="Keep the MQTT session (needs a stable --consumer-id).",
+)
+@click.option("--max-group", default=20, show_default=True, help="Batches per transaction.")
+@click.option(
+    "--status-every", default=10.0, show_default=True, help="Seconds between status lines."
+)
+@click.option("--json", "as_json", is_flag=True, help="Status lines as JSON on stdout.")
+@click.option("-v", "--verbose", is_flag=True, help="Log every connection and refusal.")
+@_operator_errors
+def ingest_run(
+    tls_dir: Path | None,
+    ca_file: Path | None,
+    cert_file: Path | None,
+    key_file: Path | None,
+    consumer_id: str | None,
+    import_registry_: bool,
+    persistent_session: bool,
+    max_group: int,
+    status_every: float,
+    as_json: bool,
+    verbose: bool,
+) -> None:
+    import logging
+    import signal
+    import threading
+
+    from central.ingest.service import TlsFiles, broker_config, run_ingest
+    from central.settings import SettingsError
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    settings = _settings()
+    try:
+        broker = broker_config(settings, TlsFiles(tls_dir, ca_file, cert_file, key_file))
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from error
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+
+    def status(line: dict[str, Any]) -> None:
+        if as_json:
+            click.echo(json.dumps(line, sort_keys=True))
+        else:
+            click.echo(
+                f"{line['event']}: {line['consumer']} connected={line['connected']} "
+                f"batches={line['batches']} readings={line['readings_inserted']} "
+                f"duplicates={line['duplicates']} nacks={line['nacks']}"
+            )
+        sys.stdout.flush()
+
+    run_ingest(
+        settings,
+        broker,
+        consumer_id=consumer_id,
+        registry_entries=list_gateways(_state_dir()) if import_registry_ else None,
+        stop=stop,
+        status_every_s=status_every,
+        on_status=status,
+        max_group=max_group,
+        persistent_session=persistent_session,
+    )
 
 
 def main() -> None:

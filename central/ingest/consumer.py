@@ -275,7 +275,7 @@ class IngestConsumer:
         self._stopping = threading.Event()
         self._connected = threading.Event()
         self._generation = 0
-        self._subscribe_mid = -1
+        self._subscribe_mid: int | None = None
         self._worker: threading.Thread | None = None
         self._client = self._make_client()
 

@@ -1,0 +1,143 @@
+"""The ingestion service: settings in, a running :class:`IngestConsumer` until told to stop.
+
+``central ingest run`` is a thin layer over :func:`run_ingest`. The broker comes from
+``M2C_BROKER_URL`` (``mqtts://host:8883`` with TLS, ``mqtt://host:1883`` plaintext — tests
+and the demo only) and central's broker identity from a directory written by
+``central broker service-cert`` (``ca.crt``, ``central.crt``, ``central.key``) or three
+files named one by one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from central.db import make_engine, upgrade
+from central.ingest.consumer import BrokerConfig, ConsumerStats, IngestConsumer, import_registry
+from central.ingest.store import IngestStore
+from central.settings import Settings, SettingsError
+
+__all__ = ["TlsFiles", "broker_config", "default_consumer_id", "run_ingest"]
+
+log = logging.getLogger("central.ingest")
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """Central's broker identity: a directory from ``central broker service-cert`` or the
+    three files (a file given explicitly wins over the directory's)."""
+
+    directory: Path | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def resolve(self) -> tuple[Path | None, Path | None, Path | None]:
+        base = self.directory
+        return (
+            self.ca_file or (base / "ca.crt" if base else None),
+            self.cert_file or (base / "central.crt" if base else None),
+            self.key_file or (base / "central.key" if base else None),
+        )
+
+
+def broker_config(settings: Settings, tls: TlsFiles, *, keepalive: int = 30) -> BrokerConfig:
+    """Where to connect (``settings.broker_url``) and with which identity."""
+    url = urlsplit(settings.broker_url)
+    secure = url.scheme in ("mqtts", "ssl")
+    if url.scheme not in ("mqtt", "tcp", "mqtts", "ssl") or not url.hostname:
+        raise SettingsError(
+            f"M2C_BROKER_URL={settings.broker_url!r}: expected mqtts://host:port or mqtt://host:port"
+        )
+    port = url.port or (8883 if secure else 1883)
+    if not secure:
+        return BrokerConfig(url.hostname, port, keepalive=keepalive)
+    ca_file, cert_file, key_file = tls.resolve()
+    missing = [
+        name
+        for name, path in (("CA", ca_file), ("certificate", cert_file), ("key", key_file))
+        if path is None or not path.is_file()
+    ]
+    if missing:
+        raise SettingsError(
+            f"mqtts needs central's broker identity; missing {', '.join(missing)} "
+            "(write them with `central broker service-cert --out DIR`, pass --tls-dir DIR)"
+        )
+    return BrokerConfig(url.hostname, port, ca_file, cert_file, key_file, keepalive=keepalive)
+
+
+def default_consumer_id() -> str:
+    """``ingest-<host>-<pid>``: unique per process, readable in the broker's log."""
+    host = socket.gethostname().split(".")[0].lower() or "host"
+    return f"ingest-{host}-{os.getpid()}"
+
+
+def run_ingest(
+    settings: Settings,
+    broker: BrokerConfig,
+    *,
+    consumer_id: str | None = None,
+    migrate: bool = True,
+    registry_entries: list[dict[str, Any]] | None = None,
+    stop: threading.Event | None = None,
+    status_every_s: float = 10.0,
+    on_status: Callable[[dict[str, Any]], None] | None = None,
+    **consumer_options: Any,
+) -> ConsumerStats:
+    """Run one consumer until ``stop`` is set; returns its final counters.
+
+    ``migrate`` upgrades the database first; ``registry_entries`` (from
+    ``central.security.list_gateways``) are enrolled into the database before consuming.
+    ``on_status`` gets a status dict when connected (``"event": "ready"``), every
+    ``status_every_s`` seconds (``"status"``) and at the end (``"stopped"``).
+    """
+    stop = stop or threading.Event()
+    if migrate:
+        upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        store = IngestStore(engine)
+        if registry_entries:
+            imported = import_registry(store, registry_entries)
+            log.info("imported %d gateways from the registry", len(imported))
+        consumer = IngestConsumer(
+            store, broker, consumer_id or default_consumer_id(), **consumer_options
+        )
+
+        def report(event: str) -> None:
+            if on_status is not None:
+                on_status(
+                    {
+                        "event": event,
+                        "consumer": consumer.consumer_id,
+                        "connected": consumer.connected,
+                        "backlog": consumer.backlog,
+                        **consumer.stats().as_dict(),
+                    }
+                )
+
+        consumer.start()
+        try:
+            ready = False
+            next_status = time.monotonic() + status_every_s
+            while not stop.wait(0.1):
+                if not ready and consumer.connected:
+                    ready = True
+                    report("ready")
+                if time.monotonic() >= next_status:
+                    next_status += status_every_s
+                    report("status")
+        finally:
+            consumer.stop()
+        report("stopped")
+        return consumer.stats()
+    finally:
+        engine.dispose()
