@@ -56,7 +56,7 @@ from central.db.schema import (
     statistics,
     transformer_areas,
 )
-from central.db.types import checked_decimal, checked_utc, utc_text
+from central.db.types import checked_decimal, checked_utc, utc_micros
 from shared_protocol.wire import Birth, Death, RecordBatch, WireEvent, WireReading, WireStatistic
 
 __all__ = [
@@ -838,7 +838,7 @@ def _now() -> datetime:
 
 def _aware(moment: datetime, what: str) -> datetime:
     try:
-        utc_text(moment)
+        checked_utc(moment)
     except ValueError as exc:
         raise InvalidBatchError(f"{what}: {exc}") from None
     return moment
@@ -871,13 +871,13 @@ def _reading_rows(
     gateway: str,
     incoming: Sequence[ReadingLike],
     received_at: datetime,
-    as_text: bool,
+    sqlite_form: bool,
 ) -> list[tuple[Any, ...]]:
-    """Checked rows in :data:`_READING_COLUMNS` order and driver form (SQLite: text for
-    times and values, as the column types store them). Of two versions of one key in a
-    batch, the higher seq wins."""
+    """Checked rows in :data:`_READING_COLUMNS` order and driver form (SQLite: integer
+    microseconds for times and text for values, as the column types store them). Of two
+    versions of one key in a batch, the higher seq wins."""
     times: dict[datetime, Any] = {}
-    convert_time: Callable[[object], Any] = utc_text if as_text else checked_utc
+    convert_time: Callable[[object], Any] = utc_micros if sqlite_form else checked_utc
 
     def moment(value: datetime) -> Any:
         # A batch's readings share a handful of period and read times; format each once.
@@ -899,7 +899,7 @@ def _reading_rows(
                 r.meter,
                 r.obis,
                 ts,
-                format(value, "f") if as_text else value,
+                format(value, "f") if sqlite_form else value,
                 r.unit,
                 r.kind,
                 r.source,
@@ -947,7 +947,7 @@ class _PreparedBatch:
     statistics: list[dict[str, Any]]
 
 
-def _prepare(batch: IncomingBatch, as_text: bool) -> _PreparedBatch:
+def _prepare(batch: IncomingBatch, sqlite_form: bool) -> _PreparedBatch:
     seq_from, seq_to = batch.seq_from, batch.seq_to
     if seq_from < 1 or seq_to < seq_from - 1:
         raise InvalidBatchError(f"bad seq range {seq_from}..{seq_to}")
@@ -960,7 +960,7 @@ def _prepare(batch: IncomingBatch, as_text: bool) -> _PreparedBatch:
         seq_from=seq_from,
         seq_to=seq_to,
         total=len(batch.readings) + len(batch.events) + len(batch.statistics),
-        readings=_reading_rows(gateway, batch.readings, received_at, as_text),
+        readings=_reading_rows(gateway, batch.readings, received_at, sqlite_form),
         events=[
             {
                 "gateway": gateway,
