@@ -435,3 +435,16 @@ def test_a_group_with_a_malformed_batch_writes_nothing(enrolled: IngestStore) ->
         enrolled.apply_batches([good, bad])
     assert enrolled.count_readings() == 0
     assert enrolled.apply_batches([]) == []
+
+
+def test_public_names() -> None:
+    import central.db
+    import central.ingest
+    import central.ingest.store
+
+    assert set(central.ingest.__all__) <= set(central.ingest.store.__all__)
+    assert {"IngestStore", "ApplyResult", "IncomingBatch"} <= set(central.ingest.__all__)
+    assert {"make_engine", "upgrade", "metadata", "readings"} <= set(central.db.__all__)
+    for module in (central.db, central.ingest, central.ingest.store):
+        for name in module.__all__:
+            assert hasattr(module, name), f"{module.__name__}.{name}"
