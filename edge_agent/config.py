@@ -58,6 +58,7 @@ __all__ = [
     "RetentionConfig",
     "StorageConfig",
     "TasksConfig",
+    "UplinkConfig",
     "config_diff",
     "config_hash",
     "config_path",
@@ -257,6 +258,29 @@ class ControlConfig:
 
 
 @dataclass(frozen=True)
+class UplinkConfig:
+    """The MQTT uplink to central (edge.md D2; ``docs/edge-uplink.md``).
+
+    The files are the enrolment bundle (``central gateway enroll``) and central's public
+    command key. ``client_id`` empty means the gateway id, which the broker's ACL expects.
+    """
+
+    enabled: bool = False
+    host: str = "localhost"
+    port: int = 8883
+    ca_file: str = "/etc/meter2cash/bundle/ca.crt"
+    cert_file: str = "/etc/meter2cash/bundle/gateway.crt"
+    key_file: str = "/etc/meter2cash/bundle/gateway.key"
+    signing_key_file: str = "/etc/meter2cash/bundle/signing.key"
+    central_key_file: str = "/etc/meter2cash/central.pub"
+    client_id: str = ""
+    batch_size: int = 500
+    window: int = 4
+    resend_timeout_s: int = 30
+    keepalive_s: int = 30
+
+
+@dataclass(frozen=True)
 class EdgeConfig:
     gateway: GatewayConfig
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -265,6 +289,7 @@ class EdgeConfig:
     clock: ClockConfig = field(default_factory=ClockConfig)
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    uplink: UplinkConfig = field(default_factory=UplinkConfig)
     source: str = field(default="<memory>", compare=False)
 
     def bus(self, name: str) -> BusConfig:
@@ -613,6 +638,41 @@ def _read_control(table: _Table) -> ControlConfig:
     return ControlConfig(socket=socket, mode=mode)
 
 
+def _check_host(value: str) -> str | None:
+    if re.fullmatch(r"[A-Za-z0-9_.-]{1,253}|\[[0-9A-Fa-f:.]+\]", value):
+        return None
+    return f'{_show(value)} is not a host name or address; write e.g. "central.example.net"'
+
+
+def _check_client_id(value: str) -> str | None:
+    if value == "" or re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", value):
+        return None
+    return f"{_show(value)} is not a gateway id; leave it empty to use gateway.id"
+
+
+def _read_uplink(table: _Table) -> UplinkConfig:
+    d = UplinkConfig
+    config = UplinkConfig(
+        enabled=table.boolean("enabled", d.enabled),
+        host=table.string("host", d.host, _check_host),
+        port=table.integer("port", d.port, 1, 65535),
+        ca_file=table.string("ca_file", d.ca_file, _check_path),
+        cert_file=table.string("cert_file", d.cert_file, _check_path),
+        key_file=table.string("key_file", d.key_file, _check_path),
+        signing_key_file=table.string("signing_key_file", d.signing_key_file, _check_path),
+        central_key_file=table.string("central_key_file", d.central_key_file, _check_path),
+        client_id=table.string("client_id", d.client_id, _check_client_id),
+        batch_size=table.integer(
+            "batch_size", d.batch_size, 1, 10_000, "a batch holds at most 10000 records"
+        ),
+        window=table.integer("window", d.window, 1, 64),
+        resend_timeout_s=table.integer("resend_timeout_s", d.resend_timeout_s, 1, 86_400),
+        keepalive_s=table.integer("keepalive_s", d.keepalive_s, 5, 3600),
+    )
+    table.finish()
+    return config
+
+
 def _from_dict(data: Mapping[str, Any], source: str) -> EdgeConfig:
     problems: list[Problem] = []
     root = _Table(dict(data), "", problems)
@@ -636,12 +696,15 @@ def _from_dict(data: Mapping[str, Any], source: str) -> EdgeConfig:
     tasks = _read_tasks(root.table("tasks"))
     clock = _read_clock(root.table("clock"))
     control = _read_control(root.table("control"))
+    uplink = _read_uplink(root.table("uplink"))
     root.finish()
 
     problems += _cross_checks(buses, tasks, clock, storage, archive, control)
     if problems:
         raise ConfigError(problems, source)
-    return EdgeConfig(gateway, storage, tuple(buses), tasks, clock, archive, control, source)
+    return EdgeConfig(
+        gateway, storage, tuple(buses), tasks, clock, archive, control, uplink, source
+    )
 
 
 def _cross_checks(
@@ -836,7 +899,7 @@ def to_toml(config: EdgeConfig) -> str:
     """The whole configuration, every key spelled out; parses back to an equal config."""
     data = _plain(config)
     lines: list[str] = []
-    for section in ("gateway", "storage", "tasks", "clock", "archive", "control"):
+    for section in ("gateway", "storage", "tasks", "clock", "archive", "control", "uplink"):
         _toml_table(lines, f"[{section}]", data[section])
     for bus in data["buses"]:
         lines.append("")
@@ -910,6 +973,21 @@ max_meters = 2040                         # the concentrator limit (MTR_MAX_NUM)
 [control]
 socket = "/run/meter2cash/edge.sock"   # the technician CLI talks to the daemon here
 mode = "0660"                          # owner and group only; never world-accessible
+
+[uplink]   # MQTT to central (docs/edge-uplink.md); the files come from the enrolment bundle
+enabled = false                                   # true once the bundle is installed
+host = "localhost"                                # the broker; its certificate must name it
+port = 8883
+ca_file = "/etc/meter2cash/bundle/ca.crt"         # the device CA (verifies the broker)
+cert_file = "/etc/meter2cash/bundle/gateway.crt"  # this gateway's certificate (CN = gateway id)
+key_file = "/etc/meter2cash/bundle/gateway.key"
+signing_key_file = "/etc/meter2cash/bundle/signing.key"   # signs batches, births, results
+central_key_file = "/etc/meter2cash/central.pub"  # verifies central's commands
+client_id = ""                # empty: gateway.id (what the broker's ACL expects)
+batch_size = 500              # records per batch, 1..10000
+window = 4                    # batches in flight without central's ack
+resend_timeout_s = 30         # no ack progress this long: the same batch again
+keepalive_s = 30
 
 # One [[buses]] table per RS-485 line; example values.
 [[buses]]

@@ -201,7 +201,8 @@ CASES = [
     (MINIMAL + '[archive]\npath = "/var/lib/meter2cash/edge.db"\n',
      'archive.path: "/var/lib/meter2cash/edge.db" is also storage.path; give each its own file'),
     (MINIMAL + "[extra]\nx = 1\n",
-     "extra: unknown key; known keys: archive, buses, clock, control, gateway, storage, tasks"),
+     "extra: unknown key; known keys: archive, buses, clock, control, gateway, storage, tasks, "
+     "uplink"),
     (MINIMAL + "[gateway.more]\n", "gateway.more: unknown key; known keys: id, timezone"),
     ('storage = "x"\n' + MINIMAL, "storage: must be a table, got a string"),
 ]  # fmt: skip

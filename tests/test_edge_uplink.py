@@ -488,3 +488,22 @@ def test_retained_birth_decodes_with_the_wire_layer(rig: Rig) -> None:
 def central_files(rig: Rig) -> tuple[Path, Path, Path]:
     directory = rig.tmp_path / "central"
     return directory / "ca.crt", directory / "central.crt", directory / "central.key"
+
+
+def test_live_records_overtake_the_backlog(rig: Rig) -> None:
+    central = rig.central
+    central.set_online(True)
+    backlog = write(rig.log, 6000)
+    uplink = rig.uplink(batch_size=50)
+    wait_until(lambda: len(central.batches) >= 1, what="first batch")
+    live = write(rig.log, 5, meter="000000000009")
+    uplink.notify()
+    wait_until(lambda: rig.log.acked_seq() == live[-1], timeout=30, what="drain")
+    with central.lock:
+        order = [(b.historical, b.seq_from, b.seq_to) for b in central.batches]
+    first_live = next(i for i, (historical, *_rest) in enumerate(order) if not historical)
+    last_backlog = max(i for i, (historical, *_rest) in enumerate(order) if historical)
+    assert first_live < last_backlog, "live data waited for the whole backlog"
+    assert order[first_live][1] == backlog[-1] + 1
+    assert sorted(central.records) == backlog + live
+    assert uplink.health().in_flight == 0
