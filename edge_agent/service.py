@@ -523,6 +523,7 @@ class Agent:
         self.last_error = ""
         self.collector: Any = None
         self.ledger: Any = None
+        self.uplink: Any = None
         self._stop = threading.Event()
         self._jobs: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
         self._scheduler: threading.Thread | None = None
@@ -556,11 +557,30 @@ class Agent:
             self._scheduler = threading.Thread(target=self._schedule, name="scheduler", daemon=True)
             self._scheduler.start()
             self._scheduler_ready.wait(30)
+            if config.uplink.enabled:
+                self._start_uplink()
             self.control.start()
         except BaseException:
             self.close()
             raise
         self._opened = True
+
+    def _start_uplink(self) -> None:
+        from edge_agent.uplink import SchedulerCollector, uplink_from_config
+
+        def archive() -> tuple[str, list[Any]]:
+            with self._archive() as opened:
+                return opened.archive_hash(), opened.list()
+
+        assert self.log is not None
+        self.uplink = uplink_from_config(
+            self.config,
+            self.log,
+            software_version=__version__,
+            archive=archive,
+            collector=SchedulerCollector(lambda: self.collector, self.on_scheduler),
+        )
+        self.uplink.start()
 
     def stop(self) -> None:
         """Ask the agent to stop (safe from a signal handler)."""
@@ -606,6 +626,9 @@ class Agent:
             master.stop()  # finishes the transaction on the line, cancels the rest
         if self._scheduler is not None:
             self._scheduler.join(10)
+        if self.uplink is not None:
+            self.uplink.stop()  # death (retained) and a clean disconnect
+            self.uplink = None
         if self.log is not None:
             self.log.close()
             self.log = None
@@ -787,6 +810,7 @@ class Agent:
             "last_error": self.last_error,
             "scheduler_heartbeat_age_s": round(time.monotonic() - self._heartbeat, 1),
             "collector": self.collector is not None,
+            "uplink": plain(self.uplink.health()) if self.uplink is not None else None,
         }
         return out
 

@@ -507,3 +507,39 @@ def test_live_records_overtake_the_backlog(rig: Rig) -> None:
     assert order[first_live][1] == backlog[-1] + 1
     assert sorted(central.records) == backlog + live
     assert uplink.health().in_flight == 0
+
+
+def test_uplink_from_the_config_file_section(rig: Rig) -> None:
+    from edge_agent.config import parse_config
+    from edge_agent.uplink import uplink_from_config
+
+    central = rig.central
+    central.set_online(True)
+    text = f"""
+[gateway]
+id = "{GW}"
+[storage]
+path = "{rig.tmp_path / "edge.db"}"
+[uplink]
+enabled = true
+host = "{rig.broker.host}"
+port = {rig.broker.port}
+ca_file = "{rig.bundle / "ca.crt"}"
+cert_file = "{rig.bundle / "gateway.crt"}"
+key_file = "{rig.bundle / "gateway.key"}"
+signing_key_file = "{rig.bundle / "signing.key"}"
+central_key_file = "{rig.central_key_file}"
+batch_size = 20
+"""
+    config = parse_config(text)
+    write(rig.log, 45)
+    uplink = uplink_from_config(config, rig.log, software_version="9.9")
+    rig.uplinks.append(uplink)
+    uplink.start()
+    wait_until(lambda: rig.log.depth() == 0, what="drain")
+    assert central.births[-1].software_version == "9.9"
+    assert central.births[-1].config_hash.startswith("sha256:")
+    assert [(b.seq_from, b.seq_to) for b in central.batches] == [(1, 20), (21, 40), (41, 45)]
+    rig.uplinks.remove(uplink)
+    uplink.stop()
+    assert rig.tmp_path.joinpath("uplink-commands.json").exists() is False  # no command yet

@@ -23,6 +23,12 @@ from edge_agent.uplink.settings import (
     UplinkSettings,
     load_keys,
 )
+from edge_agent.uplink.wiring import (
+    SchedulerCollector,
+    archive_entries,
+    settings_from_config,
+    uplink_from_config,
+)
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -31,11 +37,15 @@ __all__ = [
     "CollectorLike",
     "InFlight",
     "Keys",
+    "SchedulerCollector",
     "Uplink",
     "UplinkHealth",
     "UplinkSettings",
+    "archive_entries",
     "load_keys",
     "plain_detail",
+    "settings_from_config",
     "to_wire_record",
     "to_wire_records",
+    "uplink_from_config",
 ]
