@@ -9,12 +9,14 @@ repeated ones — and to ``m2c/v1/central/state``.
 
 The path of a batch::
 
-    paho network thread            worker thread
-    on_message ── queue ──►  take what is waiting (≤ max_group messages)
-                             verify signature + schema against the gateway's key
-                             IngestStore.apply_batches(...)  ── ONE transaction, COMMIT
-                             publish Ack(up_to_seq = contiguous watermark) on …/{gw}/ack
-                             PUBACK each delivery (paho manual_ack)
+    paho network thread     verify thread                     store thread
+    on_message ─ queue ─►  take what is waiting   ─ queue ─►  merge waiting groups
+                           (≤ max_group messages)  (2 groups)  (≤ max_group batches)
+                           verify signature +                 IngestStore.apply_batches
+                           schema against the                   ONE transaction, COMMIT
+                           gateway's key                      publish Ack(up_to_seq =
+                                                                contiguous watermark)
+                                                              PUBACK each delivery
 
 * The network thread never touches the database, so keepalive is answered however long a
   commit takes.
@@ -219,7 +221,7 @@ class _Outcome:
 @dataclass
 class _Group:
     batches: list[_Outcome] = field(default_factory=list)
-    done: list[_Outcome] = field(default_factory=list)
+    others: list[_Delivery] = field(default_factory=list)  # births, deaths, results
 
 
 def _now() -> datetime:
@@ -277,6 +279,10 @@ class IngestConsumer:
         self._generation = 0
         self._subscribe_mid: int | None = None
         self._worker: threading.Thread | None = None
+        self._store_thread: threading.Thread | None = None
+        # Verified groups waiting for the store thread; bounded so verification cannot run
+        # far ahead of the database (the deliveries stay unacknowledged meanwhile).
+        self._verified: queue.Queue[_Group | None] = queue.Queue(maxsize=2)
         self._client = self._make_client()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -311,6 +317,10 @@ class IngestConsumer:
             target=self._work, name=f"ingest-worker-{self.consumer_id}", daemon=True
         )
         self._worker.start()
+        self._store_thread = threading.Thread(
+            target=self._store_work, name=f"ingest-store-{self.consumer_id}", daemon=True
+        )
+        self._store_thread.start()
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.ReceiveMaximum = self.receive_maximum
         properties.SessionExpiryInterval = self.session_expiry_s if self.persistent_session else 0
@@ -332,8 +342,9 @@ class IngestConsumer:
         other members republish ``online`` if any still run. Deliveries not yet processed
         are not acknowledged (the gateway resends them)."""
         self._stopping.set()
-        if self._worker is not None:
-            self._worker.join(timeout)
+        for thread in (self._worker, self._store_thread):
+            if thread is not None:
+                thread.join(timeout)
         # MQTT 5 reason 0x04 "Disconnect with Will Message": this member is going, say so.
         self._client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=4))
         self._client.loop_stop()
@@ -446,6 +457,9 @@ class IngestConsumer:
     # -- worker thread ---------------------------------------------------------------------
 
     def _work(self) -> None:
+        """Stage 1 (verify thread): take what is waiting, verify the batches, hand the
+        group to the store thread. Signature checks, inflating and parsing of the next
+        group overlap with the commit of the previous one."""
         while not self._stopping.is_set():
             try:
                 first = self._queue.get(timeout=0.1)
@@ -458,30 +472,65 @@ class IngestConsumer:
                 except queue.Empty:
                     break
             try:
-                self.process(deliveries)
+                group = self._verify_stage(deliveries)
             except Exception:  # the consumer must survive anything one group does
-                log.exception("ingest %s: unexpected failure in a group", self.consumer_id)
+                log.exception("ingest %s: unexpected failure verifying a group", self.consumer_id)
                 self._count(dropped=len(deliveries))
+                continue
+            self._verified.put(group)
+        self._verified.put(None)
+
+    def _store_work(self) -> None:
+        """Stage 2 (store thread): merge the verified groups that are waiting (up to
+        max_group batches), one transaction, replies, PUBACKs."""
+        finished = False
+        while not finished:
+            first = self._verified.get()
+            if first is None:
+                return
+            group = first
+            while len(group.batches) < self.max_group:
+                try:
+                    more = self._verified.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    finished = True
+                    break
+                group.batches.extend(more.batches)
+                group.others.extend(more.others)
+            try:
+                self._store_stage(group)
+            except Exception:
+                log.exception("ingest %s: unexpected failure storing a group", self.consumer_id)
+                self._count(dropped=len(group.batches) + len(group.others))
 
     def process(self, deliveries: Sequence[_Delivery]) -> None:
-        """Handle a group of deliveries: batches in one transaction, the rest one by one;
-        publish each reply, then PUBACK each delivery."""
+        """Handle a group of deliveries in the calling thread (both stages)."""
+        self._store_stage(self._verify_stage(deliveries))
+
+    def _verify_stage(self, deliveries: Sequence[_Delivery]) -> _Group:
         group = _Group()
         for delivery in deliveries:
-            kind = _topic_kind(delivery.message.topic)
-            if kind == "batch":
+            if _topic_kind(delivery.message.topic) == "batch":
                 group.batches.append(self._verify_batch(delivery))
             else:
-                self._handle_other(kind, delivery)
-                group.done.append(_Outcome(delivery))
+                group.others.append(delivery)
+        return group
+
+    def _store_stage(self, group: _Group) -> None:
+        """Births, deaths and results one by one; batches in one transaction; publish each
+        reply, then PUBACK each delivery."""
+        for delivery in group.others:
+            self._handle_other(_topic_kind(delivery.message.topic), delivery)
         good = [o for o in group.batches if o.batch is not None]
         if good:
             self._apply(good)
         for outcome in group.batches:
             if outcome.reply is not None:
                 self._publish_reply(outcome.reply)
-        for outcome in (*group.batches, *group.done):
-            self._ack(outcome.delivery)
+        for delivery in (*(o.delivery for o in group.batches), *group.others):
+            self._ack(delivery)
 
     def _verify_batch(self, delivery: _Delivery) -> _Outcome:
         message = delivery.message
