@@ -4,6 +4,7 @@ nack and an event and carry on; idempotent under replays; births and deaths."""
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from pathlib import Path
@@ -34,8 +35,10 @@ from shared_protocol.wire import (
     death_topic,
     encode,
     generate_private_key,
+    load_private_key,
     public_key_pem,
     sign,
+    verify,
 )
 
 pytest_plugins = ["central_fixtures"]
@@ -254,3 +257,44 @@ def test_import_registry_enrols_gateways_and_drops_revoked_keys(engine: Engine) 
 
 def test_batch_topic_helper_matches_subscription() -> None:
     assert batch_topic("gw-0001") == "m2c/v1/gw/gw-0001/batch"
+
+
+def test_cli_import_registry_then_ingest_verifies_with_the_enrolled_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from central.cli import cli
+    from central.db import make_engine
+
+    url = f"sqlite:///{tmp_path / 'central.sqlite3'}"
+    monkeypatch.setenv("M2C_DATABASE_URL", url)
+    state = ["--state-dir", str(tmp_path / "state")]
+    runner = CliRunner()
+    assert runner.invoke(cli, [*state, "ca", "init"]).exit_code == 0
+    enrolled = runner.invoke(cli, [*state, "gateway", "enroll", "gw-0001"])
+    assert enrolled.exit_code == 0, enrolled.output
+    result = runner.invoke(cli, [*state, "gateway", "import-registry", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"imported": ["gw-0001"]}
+    engine = make_engine(url)
+    try:
+        info = IngestStore(engine).gateway("gw-0001")
+        assert info is not None and info.key_id == "gw-0001" and info.public_key_pem
+        bundle_key = (tmp_path / "state" / "bundles" / "gw-0001" / "signing.key").read_bytes()
+        payload = sign(make_batch("gw-0001", 1, 3), load_private_key(bundle_key), "gw-0001")
+        keys = GatewayKeys(IngestStore(engine))
+        assert verify(payload, keys, topic=batch_topic("gw-0001")).gateway == "gw-0001"  # type: ignore[attr-defined]
+    finally:
+        engine.dispose()
+
+
+def test_cli_ingest_run_refuses_mqtts_without_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from central.cli import cli
+
+    monkeypatch.setenv("M2C_BROKER_URL", "mqtts://127.0.0.1:8883")
+    result = CliRunner().invoke(cli, ["ingest", "run"])
+    assert result.exit_code == 1
+    assert "service-cert" in result.output

@@ -158,8 +158,8 @@ def test_a_consumer_restarted_with_its_persistent_session_gets_its_deliveries_ba
     with running_consumer(broker, engine, "ingest-p", persistent_session=True) as consumer:
         # Hold the worker so deliveries sit unacknowledged, then drop the link hard.
         gate = threading.Event()
-        original = consumer.process
-        consumer.process = lambda deliveries: (gate.wait(), original(deliveries))  # type: ignore[method-assign]
+        original = consumer._verify_stage
+        consumer._verify_stage = lambda deliveries: (gate.wait(), original(deliveries))[1]  # type: ignore[method-assign]
         for i in range(5):
             gw.publish(gw.sign(make_batch("gw-0001", 1 + i * 10, 10)))
         wait_for(lambda: consumer.backlog >= 4, what="deliveries queued")

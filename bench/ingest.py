@@ -1,0 +1,362 @@
+"""Ingestion throughput: readings/s from MQTT publish to committed rows (and the ack back).
+
+    python bench/ingest.py                          # SQLite, and PostgreSQL if reachable
+    python bench/ingest.py --readings 200000 --gateways 4 --json
+    python bench/ingest.py --backend sqlite --consumers 2   # 2 `central ingest run` processes
+
+Pre-signed, compressed batches of ``--batch`` readings (2 040 meters × hourly curve, like a
+draining backlog) from ``--gateways`` gateways are published at QoS 1 to a local Mosquitto
+(plaintext loopback; ``--tls`` for the production config). The clock runs from the first
+publish until every gateway has received the ack for its last seq — i.e. every row is
+committed (the ack is sent after COMMIT).
+
+Measured in the same run, on the same payloads:
+
+* ``broker``: the broker alone — the same payloads published and received by a bare
+  shared-subscription member (no verify, no database);
+* ``verify``: signature check + inflate + parse + schema on one core (no broker, no DB);
+* ``store``: ``IngestStore.apply_batches`` on the verified batches, grouped like the
+  consumer groups them (no broker, no verify);
+* ``raw insert``: the same rows inserted by the bare driver (bench/ingest_store.py's
+  ceiling), one transaction per batch.
+
+The consumer's own split (verify seconds vs DB seconds) is printed from its counters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from ingest_store import (  # noqa: E402
+    ceiling_postgres,
+    ceiling_sqlite,
+    drop_postgres_database,
+    postgres_database,
+)
+from mosquitto_fixture import Broker, new_mqtt_client, start_broker  # noqa: E402
+
+from central.db import make_engine, upgrade  # noqa: E402
+from central.ingest.consumer import BrokerConfig, IngestConsumer  # noqa: E402
+from central.ingest.store import IngestStore  # noqa: E402
+from shared_protocol.wire import (  # noqa: E402
+    INGEST_SUBSCRIPTION,
+    Ack,
+    RecordBatch,
+    WireReading,
+    ack_topic,
+    batch_topic,
+    decode,
+    generate_private_key,
+    public_key_pem,
+    sign,
+    verify,
+)
+
+DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+METERS = 2040
+
+
+def make_payloads(
+    readings: int, size: int, gateways: int
+) -> tuple[dict[str, Any], list[tuple[str, int, bytes]], list[RecordBatch]]:
+    """Keys, then (gateway, seq_to, payload) interleaved across gateways, and the batches."""
+    from datetime import UTC, datetime, timedelta
+    from decimal import Decimal
+
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    keys = {f"gw-b{g:03d}": generate_private_key() for g in range(gateways)}
+    per_gateway = readings // gateways
+    out: list[tuple[str, int, bytes]] = []
+    batches: list[RecordBatch] = []
+    for start in range(0, per_gateway, size):
+        for index, (gateway, key) in enumerate(keys.items()):
+            records = []
+            for seq in range(start + 1, min(start + size, per_gateway) + 1):
+                hour, meter = divmod(seq - 1, METERS)
+                ts = base + timedelta(hours=hour)
+                records.append(
+                    WireReading(
+                        seq=seq,
+                        meter=f"{index:04d}{meter:08d}",
+                        obis="1-0:1.8.0",
+                        time=ts,
+                        value=Decimal(seq * 7919 % 10_000_000) / 100,
+                        unit="kWh",
+                        kind="curve",
+                        source="scheduled",
+                        quality="ok",
+                        read_at=ts + timedelta(seconds=40 + seq % 17),
+                    )
+                )
+            batch = RecordBatch(
+                gateway, 1, records[0].seq, records[-1].seq, tuple(records), True, base
+            )
+            batches.append(batch)
+            out.append((gateway, batch.seq_to, sign(batch, key, gateway)))
+    return keys, out, batches
+
+
+# -- ceilings ---------------------------------------------------------------------------------
+
+
+def broker_only(broker: Broker, payloads: list[tuple[str, int, bytes]]) -> float:
+    """Publish → receive through the broker, no processing."""
+    received = threading.Event()
+    count = [0]
+    sub = new_mqtt_client("bench-sub")
+    sub.on_message = lambda *_: (
+        count.__setitem__(0, count[0] + 1),
+        count[0] == len(payloads) and received.set(),
+    )
+    subscribed = threading.Event()
+    sub.on_subscribe = lambda *_: subscribed.set()
+    sub.connect(broker.host, broker.port)
+    sub.loop_start()
+    sub.subscribe(INGEST_SUBSCRIPTION, qos=1)
+    subscribed.wait(5)
+    pub = new_mqtt_client("bench-pub")
+    pub.max_inflight_messages_set(100)
+    pub.connect(broker.host, broker.port)
+    pub.loop_start()
+    time.sleep(0.2)
+    start = time.perf_counter()
+    for gateway, _, payload in payloads:
+        pub.publish(batch_topic(gateway), payload, qos=1)
+    assert received.wait(120), f"broker passed {count[0]} of {len(payloads)}"
+    elapsed = time.perf_counter() - start
+    for client in (pub, sub):
+        client.disconnect()
+        client.loop_stop()
+    return elapsed
+
+
+def verify_only(keys: dict[str, Any], payloads: list[tuple[str, int, bytes]]) -> float:
+    public = {gateway: key.public_key() for gateway, key in keys.items()}
+    start = time.perf_counter()
+    for gateway, _, payload in payloads:
+        verify(payload, public.get, topic=batch_topic(gateway))
+    return time.perf_counter() - start
+
+
+def store_only(url: str, keys: dict[str, Any], batches: list[RecordBatch], group: int) -> float:
+    prepare_database(url, keys)
+    engine = make_engine(url)
+    try:
+        store = IngestStore(engine)
+        start = time.perf_counter()
+        for first in range(0, len(batches), group):
+            store.apply_batches(batches[first : first + group])
+        return time.perf_counter() - start
+    finally:
+        engine.dispose()
+
+
+def prepare_database(url: str, keys: dict[str, Any]) -> None:
+    upgrade(url)
+    engine = make_engine(url)
+    store = IngestStore(engine)
+    for gateway, key in keys.items():
+        store.enroll_gateway(gateway, public_key_pem(key).decode("ascii"), gateway)
+    engine.dispose()
+
+
+# -- the pipeline -------------------------------------------------------------------------------
+
+
+def pipeline(
+    broker: Broker,
+    url: str,
+    keys: dict[str, Any],
+    payloads: list[tuple[str, int, bytes]],
+    args: argparse.Namespace,
+) -> tuple[float, dict[str, Any]]:
+    prepare_database(url, keys)
+    last = {}
+    for gateway, seq_to, _ in payloads:
+        last[gateway] = max(last.get(gateway, 0), seq_to)
+    done = threading.Event()
+    acked: dict[str, int] = dict.fromkeys(last, 0)
+    replies: queue.Queue[Any] = queue.Queue()
+
+    def on_ack(_c: Any, _u: Any, message: Any) -> None:
+        reply = decode(message.payload)
+        if isinstance(reply, Ack):
+            acked[reply.gateway] = max(acked[reply.gateway], reply.up_to_seq)
+            if all(acked[g] >= last[g] for g in last):
+                done.set()
+        else:
+            replies.put(reply)
+
+    gateway_client = new_mqtt_client("bench-gateways")
+    gateway_client.max_inflight_messages_set(100)
+    gateway_client.on_message = on_ack
+    subscribed = threading.Event()
+    gateway_client.on_subscribe = lambda *_: subscribed.set()
+    gateway_client.connect(broker.host, broker.port)
+    gateway_client.loop_start()
+    gateway_client.subscribe([(ack_topic(g), 1) for g in last])
+    subscribed.wait(5)
+
+    consumers: list[IngestConsumer] = []
+    processes: list[subprocess.Popen[str]] = []
+    if args.consumers == 1:
+        consumer = IngestConsumer(
+            IngestStore(make_engine(url)),
+            BrokerConfig(broker.host, broker.port),
+            "bench-ingest",
+            max_group=args.group,
+            receive_maximum=args.group,
+        )
+        consumer.start()
+        assert consumer.wait_connected(10)
+        consumers.append(consumer)
+    else:
+        env = {
+            **os.environ,
+            "M2C_DATABASE_URL": url,
+            "M2C_BROKER_URL": f"mqtt://{broker.host}:{broker.port}",
+        }
+        for n in range(args.consumers):
+            process = subprocess.Popen(
+                [sys.executable, "-m", "central", "ingest", "run", "--json",
+                 "--consumer-id", f"bench-ingest-{n}", "--max-group", str(args.group),
+                 "--status-every", "3600"],
+                cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            processes.append(process)
+        for process in processes:
+            assert process.stdout is not None
+            while json.loads(process.stdout.readline())["event"] != "ready":
+                pass
+    time.sleep(0.3)
+    start = time.perf_counter()
+    for gateway, _, payload in payloads:
+        gateway_client.publish(batch_topic(gateway), payload, qos=1)
+    assert done.wait(600), f"acked {acked} of {last}; replies {list(replies.queue)[:3]}"
+    elapsed = time.perf_counter() - start
+    split: dict[str, Any] = {}
+    for consumer in consumers:
+        split = consumer.stats().as_dict()
+        consumer.stop()
+        consumer.store.engine.dispose()
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+        assert process.stdout is not None
+        for line in process.stdout:
+            status = json.loads(line)
+            if status["event"] == "stopped":
+                for key in ("verify_seconds", "db_seconds", "transactions", "batches"):
+                    split[key] = round(split.get(key, 0) + status[key], 3)
+        process.wait(10)
+    gateway_client.disconnect()
+    gateway_client.loop_stop()
+    return elapsed, split
+
+
+def bench_backend(backend: str, args: argparse.Namespace, broker: Broker) -> dict[str, Any]:
+    keys, payloads, batches = make_payloads(args.readings, args.batch, args.gateways)
+    total = sum(len(b.records) for b in batches)
+    records = [list(b.records) for b in batches]
+    result: dict[str, Any] = {"backend": backend, "readings": total}
+
+    def database(kind: str) -> tuple[str, Path | None, Any]:
+        if backend == "sqlite":
+            tmp = tempfile.TemporaryDirectory(dir=args.dir)
+            path = Path(tmp.name) / f"{kind}.sqlite3"
+            return f"sqlite:///{path}", path, tmp.cleanup
+        url = postgres_database(args.postgres_url)
+        return url, None, lambda: drop_postgres_database(args.postgres_url, url)
+
+    url, path, cleanup = database("pipeline")
+    try:
+        elapsed, split = pipeline(broker, url, keys, payloads, args)
+    finally:
+        cleanup()
+    result["pipeline"] = total / elapsed
+    result["consumer_split"] = split
+    result["broker"] = total / broker_only(broker, payloads)
+    result["verify_1core"] = total / verify_only(keys, payloads)
+    url, path, cleanup = database("store")
+    try:
+        result["store"] = total / store_only(url, keys, batches, args.group)
+    finally:
+        cleanup()
+    url, path, cleanup = database("raw")
+    try:
+        result["raw_insert"] = (
+            ceiling_sqlite(path, records) if path is not None else ceiling_postgres(url, records)
+        )
+    finally:
+        cleanup()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readings", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--gateways", type=int, default=4)
+    parser.add_argument("--group", type=int, default=20, help="batches per transaction")
+    parser.add_argument("--consumers", type=int, default=1, help=">1: subprocesses")
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), action="append")
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES)
+    parser.add_argument("--tls", action="store_true", help="(not yet supported)")
+    parser.add_argument("--dir", default=None, help="where SQLite files go (default: $TMPDIR)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    backends = args.backend or ["sqlite", "postgresql"]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = start_broker(Path(tmp), tls=False)
+        try:
+            for backend in backends:
+                if backend == "postgresql":
+                    sys.path.insert(0, str(ROOT / "tests"))
+                    from central_fixtures import postgres_unreachable
+
+                    reason = postgres_unreachable()
+                    if reason:
+                        print(f"skipping PostgreSQL: {reason}", file=sys.stderr)
+                        continue
+                results.append(bench_backend(backend, args, broker))
+        finally:
+            broker.stop()
+    if args.json:
+        print(
+            json.dumps({"machine": platform.machine(), "cpus": os.cpu_count(), "results": results})
+        )
+        return
+    print(
+        f"{args.readings} readings, batches of {args.batch}, {args.gateways} gateways, "
+        f"{args.consumers} consumer(s), up to {args.group} batches per transaction"
+    )
+    print(
+        f"{'backend':<11}{'pipeline':>10}{'broker':>10}{'verify':>10}{'store':>10}{'raw ins':>10}"
+    )
+    for r in results:
+        print(
+            f"{r['backend']:<11}{r['pipeline']:>10,.0f}{r['broker']:>10,.0f}"
+            f"{r['verify_1core']:>10,.0f}{r['store']:>10,.0f}{r['raw_insert']:>10,.0f}"
+        )
+        print(f"  consumer split: {r['consumer_split']}")
+
+
+if __name__ == "__main__":
+    main()
