@@ -30,6 +30,7 @@ from shared_protocol.wire import (
     CommandArgs,
     CommandResult,
     Death,
+    Nack,
     ReadNowArgs,
     RebirthArgs,
     RecordBatch,
@@ -70,6 +71,7 @@ class CentralPeer:
         self.gateway_pub = gateway_pub
         self.lock = threading.Lock()
         self.acking = True
+        self.nacking: str | None = None  # a nack reason: refuse every batch with it
         self.batches: list[RecordBatch] = []
         self.payloads: list[bytes] = []
         self.records: dict[int, Any] = {}
@@ -124,6 +126,13 @@ class CentralPeer:
 
     def _on_batch(self, batch: RecordBatch, payload: bytes) -> None:
         self.batches.append(batch)
+        if self.nacking is not None:
+            nack = Nack(
+                GW, batch.session, batch.seq_from, batch.seq_to, self.nacking, "test refusal",
+                datetime.now(UTC),
+            )  # fmt: skip
+            self.client.publish(ack_topic(GW), encode(nack), qos=1)
+            return
         self.payloads.append(payload)
         for record in batch.records:
             self.records[record.seq] = record
@@ -543,3 +552,26 @@ batch_size = 20
     rig.uplinks.remove(uplink)
     uplink.stop()
     assert rig.tmp_path.joinpath("uplink-commands.json").exists() is False  # no command yet
+
+
+def test_a_nack_releases_nothing_is_logged_and_backs_off(rig: Rig) -> None:
+    central = rig.central
+    central.set_online(True)
+    central.nacking = "storage"
+    seqs = write(rig.log, 30)
+    uplink = rig.uplink(resend_timeout_s=1.0)
+    wait_until(lambda: uplink.health().nacks >= 1, what="nack")
+    time.sleep(0.3)
+    health = uplink.health()
+    assert health.last_nack is not None and health.last_nack["reason"] == "storage"
+    assert rig.log.acked_seq() == 0
+    events = [
+        r for r in rig.log.records_between(1, 10_000) if getattr(r, "code", "") == "uplink_nack"
+    ]
+    assert len(events) == 1 and events[0].detail["seq_from"] == 1
+    with central.lock:
+        early = len(central.batches)
+    assert early <= 2  # not resent in a tight loop
+    central.nacking = None
+    wait_until(lambda: rig.log.depth() == 0, what="accepted after the back-off")
+    assert set(seqs) <= set(central.records)

@@ -40,7 +40,7 @@ from paho.mqtt.properties import Properties
 from edge_agent.store import EdgeLog, LogReader, ReadingRecord, Record
 from edge_agent.uplink.convert import plain_detail, to_wire_records
 from edge_agent.uplink.settings import BirthFacts, Keys, UplinkSettings
-from shared_protocol.errors import ProtocolError
+from shared_protocol.errors import LocalProtocolError, ProtocolError
 from shared_protocol.wire import (
     CENTRAL_STATE,
     Ack,
@@ -228,6 +228,9 @@ class Uplink:
         self._results: queue.Queue[CommandResult] = queue.Queue()
         self._jobs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="uplink-cmd")
         self._next_poll = 0.0
+        self._size = settings.batch_size  # halved when a batch would exceed the payload limit
+        self._own_reader = reader is None
+        self._nack_reasons_logged: set[str] = set()
         self._backoff = settings.reconnect_min_s
         self._next_connect = 0.0
         self._connack_deadline = 0.0
@@ -436,6 +439,9 @@ class Uplink:
                 log.exception("uplink: clean disconnect failed")
         self._drop_connection()
         self._publish_health()
+        if self._own_reader and self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     # -- incoming ---------------------------------------------------------------------------
 
@@ -492,6 +498,7 @@ class Uplink:
         for key in done:
             del plan.window[key]
         if done or acked > plan.backlog_cursor:
+            self._nack_reasons_logged.clear()
             now = time.monotonic()
             self._last_ack_progress = now
             for batch in plan.window.values():
@@ -517,7 +524,10 @@ class Uplink:
         batch = None
         if plan is not None and nack.seq_from is not None:
             batch = plan.window.get(nack.seq_from)
-        first = batch is None or batch.nacks == 0
+        # One event per reason until central accepts something again: the event is a record
+        # itself, and an event per nacked batch would feed a loop of nacked event batches.
+        first = nack.reason not in self._nack_reasons_logged
+        self._nack_reasons_logged.add(nack.reason)
         if batch is not None:
             # Never resend unchanged in a tight loop: back off exponentially; a permanent
             # reason (signature, malformed, ...) waits much longer, raising an alarm.
@@ -528,7 +538,7 @@ class Uplink:
             batch.due = time.monotonic() + min(
                 self.settings.max_backoff_s, base * 2 ** min(batch.nacks - 1, 16)
             )
-        if first:  # one event per batch, not one per retry
+        if first:
             with self._log.batch() as b:
                 b.add_event(
                     None,
@@ -558,10 +568,10 @@ class Uplink:
         plan = self._plan
         if plan is None or not self._may_send_batches():
             return
-        size = self.settings.batch_size
         limit = self.settings.window
         reader = self._reader_()
         while len(plan.window) < limit:
+            size = self._size
             if plan.replay is not None:
                 self._send_replay_chunk(plan)
                 continue
@@ -572,7 +582,8 @@ class Uplink:
             if not backlog_left or live_in_flight < limit - 1:
                 batch = reader.next_batch(plan.live_cursor, size)
                 if batch.records:
-                    self._send(plan, batch.seq_from, batch.seq_to, batch.records, live=True)
+                    if not self._send(plan, batch.seq_from, batch.seq_to, batch.records, live=True):
+                        continue
                     plan.live_cursor = batch.seq_to
                     if not backlog_left:
                         plan.backlog_cursor = plan.live_cursor
@@ -594,7 +605,8 @@ class Uplink:
             if seq_to < batch.seq_from:
                 plan.backlog_cursor = plan.boundary
                 continue
-            self._send(plan, batch.seq_from, seq_to, records, live=False)
+            if not self._send(plan, batch.seq_from, seq_to, records, live=False):
+                continue
             plan.backlog_cursor = seq_to
             if plan.live_cursor < plan.backlog_cursor:
                 plan.live_cursor = plan.backlog_cursor
@@ -616,8 +628,17 @@ class Uplink:
 
     def _send(
         self, plan: _Plan, seq_from: int, seq_to: int, records: list[Record], *, live: bool
-    ) -> None:
-        payload = self._batch_payload(seq_from, seq_to, records, historical=not live)
+    ) -> bool:
+        """Publish one batch and put it in the window; False when it was too big to sign
+        (then the batch size is halved and the caller reads again)."""
+        try:
+            payload = self._batch_payload(seq_from, seq_to, records, historical=not live)
+        except LocalProtocolError as exc:
+            if len(records) <= 1:
+                raise
+            self._size = max(1, len(records) // 2)
+            log.warning("uplink: %s; batch size now %d", exc, self._size)
+            return False
         self._client.publish(self._topics["batch"], payload, qos=1)
         plan.window[seq_from] = InFlight(
             seq_from=seq_from,
@@ -630,6 +651,7 @@ class Uplink:
         )
         self._counters.batches_sent += 1
         self._counters.records_sent += len(records)
+        return True
 
     def _resend_delay(self, attempts: int) -> float:
         factor = float(2 ** min(max(attempts - 1, 0), 6))
@@ -660,7 +682,7 @@ class Uplink:
             plan.replay = None
             return
         seq_from = replay.cursor + 1
-        seq_to = min(replay.end, replay.cursor + self.settings.batch_size)
+        seq_to = min(replay.end, replay.cursor + self._size)
         records = self._reader_().records_between(seq_from, seq_to)
         payload = self._batch_payload(seq_from, seq_to, records, historical=True)
         self._client.publish(self._topics["batch"], payload, qos=1)
