@@ -645,8 +645,8 @@ class IngestConsumer:
             log.error("ingest %s: could not record the rejection: %s", self.consumer_id, failure)
 
     def _publish_reply(self, reply: Ack | Nack) -> None:
-        self._client.publish(ack_topic(reply.gateway), encode(reply), qos=1)
         self._count(**({"acks": 1} if isinstance(reply, Ack) else {}))
+        self._client.publish(ack_topic(reply.gateway), encode(reply), qos=1)
 
     def _handle_other(self, kind: str | None, delivery: _Delivery) -> None:
         message = delivery.message
