@@ -6,7 +6,7 @@
 
 Pre-signed, compressed batches of ``--batch`` readings (2 040 meters × hourly curve, like a
 draining backlog) from ``--gateways`` gateways are published at QoS 1 to a local Mosquitto
-(plaintext loopback; ``--tls`` for the production config). The clock runs from the first
+(plaintext loopback; TLS is not measured yet). The clock runs from the first
 publish until every gateway has received the ack for its last seq — i.e. every row is
 committed (the ack is sent after COMMIT).
 
@@ -317,7 +317,6 @@ def main() -> None:
     parser.add_argument("--consumers", type=int, default=1, help=">1: subprocesses")
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), action="append")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES)
-    parser.add_argument("--tls", action="store_true", help="(not yet supported)")
     parser.add_argument("--dir", default=None, help="where SQLite files go (default: $TMPDIR)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
