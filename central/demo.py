@@ -498,8 +498,9 @@ def _workdir(options: DemoOptions) -> Iterator[Path]:
         options.workdir.mkdir(parents=True, exist_ok=True)
         yield options.workdir.absolute()
         return
-    # Short and under /tmp: the agent's control socket path must fit AF_UNIX's 108 bytes.
-    path = Path(tempfile.mkdtemp(prefix="m2c-demo-", dir="/tmp" if os.path.isdir("/tmp") else None))
+    # The agent's control socket (<work>/edge/edge.sock) must fit AF_UNIX's 108 bytes.
+    parent = tempfile.gettempdir()
+    path = Path(tempfile.mkdtemp(prefix="m2c-demo-", dir=parent if len(parent) < 70 else "/tmp"))
     try:
         yield path
     finally:
