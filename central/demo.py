@@ -519,6 +519,15 @@ def run_demo(options: DemoOptions, progress: Callable[[str], None] | None = None
             "TLS/ACL config. Install it (apt-get install mosquitto, brew install mosquitto) "
             "and run the demo again"
         )
+    try:
+        import edge_agent.service
+        import edge_agent.uplink  # noqa: F401
+        import firmware_sim.config  # noqa: F401
+    except ImportError as error:
+        raise DemoError(
+            f"the demo runs the simulator and an edge agent too ({error}); install them with "
+            "pip install -e '.[edge,central,sim]'"
+        ) from error
     started = time.monotonic()
     with _workdir(options) as work, contextlib.ExitStack() as stack:
         summary = _run(options, work, binary, say, stack)
