@@ -57,6 +57,38 @@ print(fields["VmRSS"].split()[0], fields["VmHWM"].split()[0], len(sys.modules))
 """
 
 
+STEPS = """
+import importlib, sys
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+previous = rss()
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+    now = rss()
+    print(name, now - previous)
+    previous = now
+"""
+# In import order, so each figure is what that module adds on top of the ones before it
+# (asyncio and ssl come in through pymodbus, which the Modbus framing imports).
+IMPORT_STEPS = (
+    "sqlite3", "decimal", "zoneinfo", "serial", "click", "asyncio", "pymodbus",
+    "shared_protocol.dlt645", "shared_protocol.dlt698", "shared_protocol.modbus",
+    "edge_agent.config", "edge_agent.store", "edge_agent.archive", "edge_agent.bus",
+    "edge_agent.drivers", "edge_agent.service", "edge_agent.tasks", "edge_agent.cli",
+)  # fmt: skip
+
+
+def import_steps() -> dict[str, int]:
+    """kB of RSS each import adds, in a fresh interpreter."""
+    out = subprocess.run(
+        [sys.executable, "-c", STEPS, *IMPORT_STEPS],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    ).stdout.split("\n")  # fmt: skip
+    return {name: int(kb) for name, kb in (line.split() for line in out if line)}
+
+
 def status_kb(pid: int) -> dict[str, int]:
     out = {}
     with open(f"/proc/{pid}/status", encoding="ascii") as status:
@@ -219,6 +251,7 @@ def measure(all_tasks: bool, settle: float) -> dict[str, Any]:
             stop(sim)
     daily = tasks.get("tasks", tasks).get("daily_frozen", {}) if isinstance(tasks, dict) else {}
     return {
+        "import_steps_kb": import_steps(),
         "machine": f"{platform.machine()} {os.cpu_count()} CPU, Python {platform.python_version()}",
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "meters": BUSES * PER_BUS,
@@ -264,6 +297,10 @@ def main() -> int:
     print(f"daemon, steady after the pass | {result['steady_rss_kb'] / mb:.1f} "
           f"(anon {anon:.1f}, file {file:.1f}; {result['threads']} threads)")  # fmt: skip
     print(f"daemon, peak (VmHWM) | {result['hwm_kb'] / mb:.1f}")
+    steps = sorted(result["import_steps_kb"].items(), key=lambda item: -item[1])
+    print("largest imports (MB added, in import order): " + ", ".join(
+        f"{name} {kb / mb:.1f}" for name, kb in steps[:6]
+    ))  # fmt: skip
     verdict = "met" if result["met"] else "NOT met"
     print(f"steady RSS {result['steady_rss_kb'] / mb:.1f} MB (target ≤ {TARGET_MB:.0f}): {verdict}")
     return 0
