@@ -231,6 +231,7 @@ class Uplink:
         self._size = settings.batch_size  # halved when a batch would exceed the payload limit
         self._own_reader = reader is None
         self._nack_reasons_logged: set[str] = set()
+        self._repeats = 0
         self._backoff = settings.reconnect_min_s
         self._next_connect = 0.0
         self._connack_deadline = 0.0
@@ -285,7 +286,8 @@ class Uplink:
         now = time.monotonic()
         if self._client is None:
             if now < self._next_connect:
-                self._wake.wait(min(0.2, self._next_connect - now))
+                # Not _wake: a notify() while disconnected must not turn this into a spin.
+                self._stopping.wait(min(0.2, self._next_connect - now))
                 return
             self._connect()
             return
@@ -371,8 +373,13 @@ class Uplink:
             self._backoff = self.settings.reconnect_min_s  # it was up: retry soon
         else:
             self._counters.connect_failures += 1
+        # The same failure again (the broker down for an hour) is logged now and then only.
+        repeated = why == self._counters.last_error
         self._counters.last_error = why
-        log.warning("uplink %s:%s: %s", self.settings.host, self.settings.port, why)
+        self._repeats = self._repeats + 1 if repeated else 0
+        if self._repeats % 30 == 0:
+            more = f" (x{self._repeats + 1})" if self._repeats else ""
+            log.warning("uplink %s:%s: %s%s", self.settings.host, self.settings.port, why, more)
         self._drop_connection()
         self._next_connect = time.monotonic() + self._backoff * random.uniform(0.8, 1.2)
         self._backoff = min(self.settings.reconnect_max_s, self._backoff * 2)
