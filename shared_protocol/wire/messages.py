@@ -9,6 +9,7 @@ an unknown or missing field is refused, so everything a signature covers is unde
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,13 @@ from typing import Any, ClassVar, Final, TypeVar
 
 from shared_protocol.errors import LocalProtocolError, MalformedFrameError
 from shared_protocol.wire._values import (
+    _CONTROL,
+    GATEWAY_ID_PATTERN,
+    MAX_DECIMAL_CHARS,
+    MAX_INT64,
+    MAX_TEXT_CHARS,
+    RESERVED_GATEWAY_IDS,
+    _parse_utc_text,
     check_bool,
     check_choice,
     check_decimal,
@@ -169,6 +177,10 @@ class WireReading:
 
     @classmethod
     def from_wire(cls, body: object) -> WireReading:
+        reading = _reading_fast(body)
+        if reading is not None:
+            return reading
+        # Something is wrong (or unusual): the generic path finds it and says what.
         data = _fields(body, "reading", cls._KEYS)
         return cls(
             seq=data["seq"],
@@ -182,6 +194,91 @@ class WireReading:
             quality=data["quality"],
             read_at=parse_time(data["read_at"], "read_at"),
         )
+
+
+# The hot path of ingestion: a batch holds hundreds of readings. ``_reading_fast`` makes
+# exactly the checks of ``_fields`` + ``from_wire`` + ``__post_init__`` with direct type
+# tests, and builds the frozen instance without running them a second time. It returns
+# None as soon as anything is not plainly valid; the caller then takes the generic path,
+# which refuses the body with the usual message (or accepts an unusual valid one). So the
+# fast path may only ever be stricter, never more lenient: tests compare the two.
+_new = object.__new__
+_READING_SETTERS: Final = tuple(
+    WireReading.__dict__[name].__set__
+    for name in (
+        "seq", "meter", "obis", "time", "value", "unit", "kind", "source", "quality", "read_at"
+    )
+)  # fmt: skip
+_SET_SEQ, _SET_METER, _SET_OBIS, _SET_TIME, _SET_VALUE = _READING_SETTERS[:5]
+_SET_UNIT, _SET_KIND, _SET_SOURCE, _SET_QUALITY, _SET_READ_AT = _READING_SETTERS[5:]
+_READING_KEYS: Final = WireReading._KEYS
+_READING_KEY_COUNT: Final = len(_READING_KEYS)
+#: ``parse_decimal`` + ``check_decimal`` in one pattern: plain text, ≤ 30 decimal places
+#: (``check_decimal``'s exponent bound); the length bound is tested apart.
+_FAST_DECIMAL: Final = re.compile(r"-?[0-9]+(?:\.[0-9]{1,30})?")
+_decimal_match = _FAST_DECIMAL.fullmatch
+_control_search = _CONTROL.search
+
+
+def _reading_fast(body: object) -> WireReading | None:
+    if type(body) is not dict or len(body) != _READING_KEY_COUNT or body.keys() != _READING_KEYS:
+        return None
+    seq = body["seq"]
+    meter = body["meter"]
+    obis = body["obis"]
+    unit = body["unit"]
+    quality = body["quality"]
+    kind = body["kind"]
+    source = body["source"]
+    value = body["value"]
+    time_ = body["time"]
+    read_at = body["read_at"]
+    if (
+        type(seq) is not int
+        or not 1 <= seq <= MAX_INT64
+        or type(meter) is not str
+        or type(obis) is not str
+        or type(quality) is not str
+        or not (0 < len(meter) <= MAX_TEXT_CHARS)
+        or not (0 < len(obis) <= MAX_TEXT_CHARS)
+        or not (0 < len(quality) <= MAX_TEXT_CHARS)
+        or type(kind) is not str
+        or kind not in READING_KINDS
+        or type(source) is not str
+        or source not in READING_SOURCES
+        or type(value) is not str
+        or len(value) > MAX_DECIMAL_CHARS
+        or type(time_) is not str
+        or type(read_at) is not str
+    ):
+        return None
+    if unit is None:
+        texts = meter + obis + quality
+    elif type(unit) is str and 0 < len(unit) <= MAX_TEXT_CHARS:
+        texts = meter + obis + quality + unit
+    else:
+        return None
+    if _control_search(texts) is not None or _decimal_match(value) is None:
+        return None
+    moment = _parse_utc_text(time_)
+    read_moment = _parse_utc_text(read_at)
+    if moment is None or read_moment is None:
+        return None
+    number = Decimal(value)
+    if value[0] == "-" and not number:
+        number = number.copy_abs()  # -0 and 0 are the same reading (check_decimal)
+    reading: WireReading = _new(WireReading)
+    _SET_SEQ(reading, seq)
+    _SET_METER(reading, meter)
+    _SET_OBIS(reading, obis)
+    _SET_TIME(reading, moment)
+    _SET_VALUE(reading, number)
+    _SET_UNIT(reading, unit)
+    _SET_KIND(reading, kind)
+    _SET_SOURCE(reading, source)
+    _SET_QUALITY(reading, quality)
+    _SET_READ_AT(reading, read_moment)
+    return reading
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,6 +465,11 @@ class RecordBatch:
 
     @classmethod
     def from_wire(cls, body: object) -> RecordBatch:
+        batch = _batch_fast(body)
+        if batch is not None:
+            return batch
+
+        # Something is wrong (or unusual): the generic path finds it and says what.
         def build() -> RecordBatch:
             data = _fields(body, "batch", cls._KEYS)
             items = data["records"]
@@ -388,6 +490,72 @@ class RecordBatch:
             )
 
         return body_error(cls.TYPE, build)
+
+
+_BATCH_SETTERS: Final = tuple(
+    RecordBatch.__dict__[name].__set__
+    for name in ("gateway", "session", "seq_from", "seq_to", "records", "historical", "sent_at")
+)
+_BATCH_KEYS: Final = RecordBatch._KEYS
+_gateway_match = GATEWAY_ID_PATTERN.fullmatch
+
+
+def _batch_fast(body: object) -> RecordBatch | None:
+    """``RecordBatch.from_wire`` for a plainly valid body, or None (see ``_reading_fast``)."""
+    if type(body) is not dict or body.keys() != _BATCH_KEYS:
+        return None
+    gateway = body["gateway"]
+    session = body["session"]
+    seq_from = body["seq_from"]
+    seq_to = body["seq_to"]
+    items = body["records"]
+    historical = body["historical"]
+    sent_at = body["sent_at"]
+    if (
+        type(gateway) is not str
+        or _gateway_match(gateway) is None
+        or gateway in RESERVED_GATEWAY_IDS
+        or type(session) is not int
+        or not 0 <= session <= MAX_INT64
+        or type(seq_from) is not int
+        or type(seq_to) is not int
+        or not 1 <= seq_from <= seq_to <= MAX_INT64
+        or type(items) is not list
+        or len(items) > MAX_RECORDS_PER_BATCH
+        or type(historical) is not bool
+        or type(sent_at) is not str
+    ):
+        return None
+    sent_moment = _parse_utc_text(sent_at)
+    if sent_moment is None:
+        return None
+    records: list[WireRecord] = []
+    append = records.append
+    previous = seq_from - 1
+    for index, item in enumerate(items):
+        record: WireRecord | None
+        if type(item) is dict and item.get("type") == "reading":
+            record = _reading_fast(item)
+        else:
+            try:
+                record = _record_from_wire(item, index)
+            except LocalProtocolError:
+                return None
+        if record is None:
+            return None
+        seq = record.seq
+        if seq <= previous or seq > seq_to:
+            return None
+        previous = seq
+        append(record)
+    batch: RecordBatch = _new(RecordBatch)
+    for setter, value in zip(
+        _BATCH_SETTERS,
+        (gateway, session, seq_from, seq_to, tuple(records), historical, sent_moment),
+        strict=True,
+    ):
+        setter(batch, value)
+    return batch
 
 
 @dataclass(frozen=True, slots=True)
