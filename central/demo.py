@@ -479,6 +479,11 @@ def energy_check(
 # --------------------------------------------------------------------------- the run
 
 
+def _next_day(clock: Any, freeze_day: date, collector: Any) -> Any:
+    clock.advance_to(_local_midnight_utc(freeze_day) + COLLECT_AT)
+    return collector.run_due()
+
+
 def _acked(uplink: Any, target: int) -> bool:
     return (uplink.health().last_ack_seq or 0) >= target
 
@@ -680,9 +685,9 @@ def _run(
     freeze_days = [options.start + timedelta(days=k) for k in range(1, options.days + 1)]
     day_reports = []
     for index, freeze_day in enumerate(freeze_days, start=1):
-        clock.advance_to(_local_midnight_utc(freeze_day) + COLLECT_AT)
-        runner.run(_tick(sim))
-        agent.on_scheduler(agent.collector.run_due)
+        # The jump and the due collection run on the agent's scheduler thread, between two
+        # of its own passes, so no pass ever sees the clock move under it.
+        agent.on_scheduler(partial(_next_day, clock, freeze_day, agent.collector))
         uplink.notify()
         target = log.last_seq()
         acked = _wait_for(partial(_acked, uplink, target), options.day_timeout_s)
@@ -709,6 +714,7 @@ def _run(
             time.sleep(options.pace_s)
 
     # -- the reconciliation --------------------------------------------------------------------
+    runner.run(_tick(sim))  # the area up to the clock: every midnight snapshot taken
     truth = truth_freezes(sim, meters, freeze_days)
     with engine.connect() as conn:
         stored = conn.execute(
@@ -795,8 +801,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     slots = summary["ledger_slots"]
     lines = [
         "",
-        f"meters                 {summary['meters']} "
-        + ", ".join(f"{n} {p}" for p, n in summary["meters_by_protocol"].items()),
+        f"meters                 {summary['meters']} ("
+        + ", ".join(f"{n} {p}" for p, n in summary["meters_by_protocol"].items())
+        + ")",
         f"simulated days         {summary['days']} ({', '.join(summary['simulated_days'])})",
         f"daily slots            {slots['got']}/{summary['expected_daily_slots']} collected, "
         f"{slots['failed']} failed: {summary['collection_success_pct']} %",
