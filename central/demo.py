@@ -687,10 +687,14 @@ def _run(
     for index, freeze_day in enumerate(freeze_days, start=1):
         # The jump and the due collection run on the agent's scheduler thread, between two
         # of its own passes, so no pass ever sees the clock move under it.
+        batches_before = uplink.health().batches_sent
         agent.on_scheduler(partial(_next_day, clock, freeze_day, agent.collector))
         uplink.notify()
         target = log.last_seq()
+        in_flight = target - log.acked_seq()  # collected, not yet acknowledged by central
+        waited = time.monotonic()
         acked = _wait_for(partial(_acked, uplink, target), options.day_timeout_s)
+        waited = time.monotonic() - waited
         health = uplink.health()
         slots = agent.ledger.success(task="daily_frozen", day=freeze_day)
         day_reports.append(
@@ -700,14 +704,17 @@ def _run(
                 "slots_expected": slots.expected,
                 "slots_got": slots.got,
                 "log_records": target,
+                "in_flight_after_collection": in_flight,
+                "batches_sent": health.batches_sent - batches_before,
                 "acknowledged": acked,
             }
         )
         say(
             f"day {index}/{options.days} ({freeze_day - timedelta(days=1)}): "
             f"daily slots {slots.got}/{slots.expected}, "
-            f"log records {target}, in flight {health.in_flight} batches, "
-            f"acked up to seq {health.last_ack_seq or 0}, "
+            f"edge log {target} records, in flight {in_flight} → "
+            f"{'acked' if acked else 'NOT acked'} in {waited:.2f} s "
+            f"({health.batches_sent - batches_before} batches), "
             f"readings stored centrally {store.count_readings()}"
         )
         if options.pace_s:
