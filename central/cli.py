@@ -534,7 +534,14 @@ def demo(
     keep: bool,
     workdir: Path | None,
 ) -> None:
+    import signal
+
     from central.demo import DemoError, DemoOptions, format_summary, run_demo
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)  # unwinds: every part stopped, the directory removed
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
     try:
         options = DemoOptions(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -114,6 +115,35 @@ def test_cli_headless_json_exit_status_and_cleanup(tmp_path: Path) -> None:
     assert summary["workdir"] is None
     assert "day 2/2" in done.stderr  # progress goes to stderr with --json
     assert list(scratch.iterdir()) == []  # the temporary work directory is gone
+    assert processes_mentioning(str(scratch)) == []
+
+
+def test_sigterm_mid_run_stops_everything_and_removes_the_directory(tmp_path: Path) -> None:
+    require_mosquitto()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "central", "demo", "--days", "30"],  # a paced run
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(scratch)},
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("day 1/30"):
+                break
+        assert processes_mentioning(str(scratch)), "the broker runs from the work directory"
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 128 + signal.SIGTERM
+    assert list(scratch.iterdir()) == []
     assert processes_mentioning(str(scratch)) == []
 
 
