@@ -38,7 +38,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from itertools import chain
+from itertools import chain, repeat
+from operator import itemgetter
 from sqlite3 import sqlite_version_info
 from typing import Any, Final, Protocol
 
@@ -536,7 +537,7 @@ class IngestStore:
             return []
         results: list[ApplyResult] = []
         counts = [[0, 0] for _ in prepared]  # per batch: inserted, updated
-        owner: dict[tuple[str, int], int] = {}  # (gateway, seq) -> batch index
+        owners: dict[str, dict[int, int]] = {}  # gateway -> seq -> batch index
         by_key: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         event_rows: list[dict[str, Any]] = []
         statistic_rows: list[dict[str, Any]] = []
@@ -559,33 +560,41 @@ class IngestStore:
                     a <= p.seq_to and p.seq_from <= b for a, b in ranges
                 ):
                     fresh = _not_yet_applied(watermark, ranges)
-                    rows = [r for r in rows if fresh(r[_SEQ_INDEX])]
+                    rows = {k: r for k, r in rows.items() if fresh(r[_SEQ_INDEX])}
                     events = [r for r in events if fresh(r["seq"])]
                     stats = [r for r in stats if fresh(r["seq"])]
-                for row in rows:
-                    owner[(p.gateway, row[_SEQ_INDEX])] = index
-                    key = row[:3]
-                    previous = by_key.get(key)
-                    # One statement may not touch a key twice (PostgreSQL refuses): the
-                    # higher seq goes in, the lower counts as a duplicate.
-                    if previous is None or previous[_SEQ_INDEX] <= row[_SEQ_INDEX]:
-                        by_key[key] = row
+                # Seqs are unique per gateway here (an applied range is never fresh again).
+                owner = owners.setdefault(p.gateway, {})
+                owner.update(zip(map(_row_seq, rows.values()), repeat(index)))
+                if by_key.keys().isdisjoint(rows):
+                    by_key.update(rows)
+                else:
+                    for key, row in rows.items():
+                        previous = by_key.get(key)
+                        # One statement may not touch a key twice (PostgreSQL refuses): the
+                        # higher seq goes in, the lower counts as a duplicate.
+                        if previous is None or previous[_SEQ_INDEX] <= row[_SEQ_INDEX]:
+                            by_key[key] = row
                 for record in (*events, *stats):
-                    owner[(p.gateway, record["seq"])] = index
+                    owner[record["seq"]] = index
                 event_rows.extend(events)
                 statistic_rows.extend(stats)
                 state[p.gateway] = _advance_ranges(watermark, ranges, p.seq_from, p.seq_to)
                 sessions[p.gateway] = p.session
-            rows_in_key_order = sorted(by_key.values(), key=_natural_key)
+            # Rows written in natural-key order: neighbouring keys share index pages (fewer
+            # pages touched on SQLite), and two PostgreSQL transactions touching the same
+            # keys lock them in the same order, so they cannot deadlock on each other. A
+            # row starts with its key and keys are unique here, so tuple order is key order.
+            rows_in_key_order = sorted(by_key.values())
             for gateway_id, seq, corrections in self._store_readings(conn, rows_in_key_order):
-                counts[owner[(gateway_id, seq)]][0 if corrections == 0 else 1] += 1
+                counts[owners[gateway_id][seq]][0 if corrections == 0 else 1] += 1
             for statement, rows_ in (
                 (self._insert_events, event_rows),
                 (self._insert_statistics, statistic_rows),
             ):
                 if rows_:
                     for gateway_id, seq in conn.execute(statement, rows_).all():
-                        counts[owner[(gateway_id, seq)]][0] += 1
+                        counts[owners[gateway_id][seq]][0] += 1
             for gateway_id, session in sessions.items():
                 self._write_watermark(
                     conn, gateway_id, session, *state[gateway_id], before[gateway_id][1]
@@ -693,11 +702,16 @@ class IngestStore:
             width = len(_READING_COLUMNS)
             group = "(" + ", ".join(["?"] * width) + ")"
             per_statement = _SQLITE_MAX_VARIABLES // width
-            for start in range(0, len(rows), per_statement):
-                chunk = rows[start : start + per_statement]
-                sql = self._upsert_readings.format(values=", ".join([group] * len(chunk)))
-                flat = tuple(chain.from_iterable(chunk))
-                returned.extend(tuple(r) for r in conn.exec_driver_sql(sql, flat).all())
+            # The driver's own cursor, inside this transaction: its rows are plain tuples
+            # (SQLAlchemy's Row wrapping of ~100 000 returned rows costs more than it says).
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                for start in range(0, len(rows), per_statement):
+                    chunk = rows[start : start + per_statement]
+                    sql = self._upsert_readings.format(values=", ".join([group] * len(chunk)))
+                    returned.extend(cursor.execute(sql, tuple(chain.from_iterable(chunk))))
+            finally:
+                cursor.close()
         else:
             columns = tuple(list(column) for column in zip(*rows, strict=True))
             result = conn.exec_driver_sql(self._upsert_readings, columns)
@@ -765,6 +779,13 @@ class IngestStore:
         )
 
     def _prepare(self, index: int, batch: IncomingBatch | RecordBatch) -> _PreparedBatch:
+        if type(batch) is RecordBatch:
+            try:
+                return _prepare_record_batch(batch, self._dialect == "sqlite")
+            except InvalidBatchError as exc:
+                raise InvalidBatchError(
+                    f"batch {index} ({batch.gateway} {batch.seq_from}..{batch.seq_to}): {exc}"
+                ) from None
         if isinstance(batch, RecordBatch):
             records = batch.records
             batch = IncomingBatch(
@@ -873,7 +894,7 @@ def _reading_rows(
     incoming: Sequence[ReadingLike],
     received_at: datetime,
     sqlite_form: bool,
-) -> list[tuple[Any, ...]]:
+) -> dict[tuple[Any, ...], tuple[Any, ...]]:
     """Checked rows in :data:`_READING_COLUMNS` order and driver form (SQLite: integer
     microseconds for times and text for values, as the column types store them). Of two
     versions of one key in a batch, the higher seq wins."""
@@ -917,7 +938,7 @@ def _reading_rows(
         previous = by_key.get(key)
         if previous is None or previous[_SEQ_INDEX] < r.seq:
             by_key[key] = row
-    return list(by_key.values())
+    return by_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -943,7 +964,7 @@ class _PreparedBatch:
     seq_from: int
     seq_to: int
     total: int
-    readings: list[tuple[Any, ...]]
+    readings: dict[tuple[Any, ...], tuple[Any, ...]]  # natural key -> row (higher seq won)
     events: list[dict[str, Any]]
     statistics: list[dict[str, Any]]
 
@@ -989,6 +1010,104 @@ def _prepare(batch: IncomingBatch, sqlite_form: bool) -> _PreparedBatch:
     )
 
 
+_DECIMAL_LIMIT: Final = Decimal(10) ** 14  # NUMERIC(20, 6): checked_decimal's bound
+_DECIMAL_QUANTUM: Final = Decimal("0.000001")
+_ZERO: Final = Decimal(0)
+_row_seq: Final = itemgetter(_SEQ_INDEX)
+
+
+def _prepare_record_batch(batch: RecordBatch, sqlite_form: bool) -> _PreparedBatch:
+    """:func:`_prepare` for a :class:`RecordBatch`, whose own checks make most of the store's
+    redundant: its seqs rise strictly within ``seq_from..seq_to`` (so none repeats or
+    falls outside), its times are aware UTC datetimes and its values finite Decimals. What
+    the wire does not promise — a value fitting NUMERIC(20, 6) — is checked here, as
+    :func:`central.db.types.checked_decimal` does (and with its words when it fails)."""
+    gateway = batch.gateway
+    received_at = _now()
+    convert_time: Callable[[datetime], Any] = utc_micros if sqlite_form else checked_utc
+    received = convert_time(received_at)
+    times: dict[datetime, Any] = {}
+    by_key: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    others: list[WireEvent | WireStatistic] = []
+    limit, quantum = _DECIMAL_LIMIT, _DECIMAL_QUANTUM
+    low = -limit
+    for r in batch.records:
+        if type(r) is not WireReading:
+            others.append(r)  # type: ignore[arg-type]
+            continue
+        moment = r.time
+        ts = times.get(moment)
+        if ts is None:
+            ts = times[moment] = convert_time(moment)
+        moment = r.read_at
+        read_at = times.get(moment)
+        if read_at is None:
+            read_at = times[moment] = convert_time(moment)
+        value = r.value
+        if low < value < limit and value.quantize(quantum) == value:
+            value = value.normalize() if value else _ZERO
+        else:
+            try:
+                value = checked_decimal(value)
+            except ValueError as exc:
+                raise InvalidBatchError(
+                    f"reading seq {r.seq} ({r.meter} {r.obis}): {exc}"
+                ) from None
+        # Seqs rise, so a later version of a key (a correction) replaces an earlier one.
+        by_key[(r.meter, r.obis, ts)] = (
+            r.meter,
+            r.obis,
+            ts,
+            format(value, "f") if sqlite_form else value,
+            r.unit,
+            r.kind,
+            r.source,
+            r.quality,
+            gateway,
+            r.seq,
+            read_at,
+            received,
+            0,
+        )
+    events: list[dict[str, Any]] = []
+    statistics_: list[dict[str, Any]] = []
+    for record in others:
+        if isinstance(record, WireEvent):
+            events.append(
+                {
+                    "gateway": gateway,
+                    "seq": record.seq,
+                    "meter": record.meter,
+                    "code": record.code,
+                    "detail": dict(record.detail),
+                    "at": record.at,
+                    "received_at": received_at,
+                }
+            )
+        else:
+            statistics_.append(
+                {
+                    "gateway": gateway,
+                    "seq": record.seq,
+                    "name": record.name,
+                    "labels": dict(record.labels),
+                    "value": record.value,
+                    "at": record.at,
+                    "received_at": received_at,
+                }
+            )
+    return _PreparedBatch(
+        gateway=gateway,
+        session=batch.session,
+        seq_from=batch.seq_from,
+        seq_to=batch.seq_to,
+        total=len(batch.records),
+        readings=by_key,
+        events=events,
+        statistics=statistics_,
+    )
+
+
 def _advance_ranges(
     watermark: int, ranges: list[list[int]], seq_from: int, seq_to: int
 ) -> tuple[int, list[list[int]]]:
@@ -999,13 +1118,6 @@ def _advance_ranges(
     while merged and merged[0][0] <= watermark + 1:
         watermark = max(watermark, merged.pop(0)[1])
     return watermark, merged
-
-
-def _natural_key(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    # Rows written in key order: neighbouring keys share index pages (fewer pages touched on
-    # SQLite), and two PostgreSQL transactions touching the same keys lock them in the same
-    # order, so they cannot deadlock on each other.
-    return row[:3]
 
 
 def _merge(ranges: list[list[int]]) -> list[list[int]]:
