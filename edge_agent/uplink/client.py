@@ -469,6 +469,7 @@ class Uplink:
             self._counters.bad_messages += 1
             self._counters.last_error = f"bad message on {topic}: {exc}"
             log.warning("uplink: bad message on %s: %s", topic, exc)
+        self._publish_health()
 
     def _on_central_state(self, payload: bytes) -> None:
         state = decode(payload, topic=CENTRAL_STATE)
