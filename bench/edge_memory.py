@@ -6,10 +6,10 @@
 
 The gateway's largest archive (2 040 meters, 8 lines × 255, DL/T 645-2007) is served by
 ``firmware-sim run`` in its own process (pty lines, no wire-time emulation, so the first
-pass ends in seconds rather than hours). ``edge-agent run`` starts as a real process with
-that archive and an edge.toml pointing at the lines; it collects (the daily freeze by
-default; ``--tasks all`` keeps every default task on) until its scheduler is free again,
-then idles for ``--settle`` seconds of scheduler loops. Figures from
+pass ends in about 5 minutes on 2 vCPUs rather than hours). ``edge-agent run`` starts as a
+real process with that archive and an edge.toml pointing at the lines; it collects (the
+daily freeze by default; ``--tasks all`` keeps every default task on) until its scheduler
+is free again, then idles for ``--settle`` seconds of scheduler loops. Figures from
 ``/proc/<pid>/status``:
 
 - **steady VmRSS** after the pass and the settle time (target ≤ 48 MB);
