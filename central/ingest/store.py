@@ -538,6 +538,8 @@ class IngestStore:
         results: list[ApplyResult] = []
         counts = [[0, 0] for _ in prepared]  # per batch: inserted, updated
         owners: dict[str, dict[int, int]] = {}  # gateway -> seq -> batch index
+        # Per batch: its rows in the statement, while no key is in two batches.
+        written: list[int] | None = [0] * len(prepared)
         by_key: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         event_rows: list[dict[str, Any]] = []
         statistic_rows: list[dict[str, Any]] = []
@@ -568,7 +570,10 @@ class IngestStore:
                 owner.update(zip(map(_row_seq, rows.values()), repeat(index)))
                 if by_key.keys().isdisjoint(rows):
                     by_key.update(rows)
+                    if written is not None:
+                        written[index] = len(rows)
                 else:
+                    written = None  # a key in two batches: count row by row
                     for key, row in rows.items():
                         previous = by_key.get(key)
                         # One statement may not touch a key twice (PostgreSQL refuses): the
@@ -586,8 +591,19 @@ class IngestStore:
             # keys lock them in the same order, so they cannot deadlock on each other. A
             # row starts with its key and keys are unique here, so tuple order is key order.
             rows_in_key_order = sorted(by_key.values())
-            for gateway_id, seq, corrections in self._store_readings(conn, rows_in_key_order):
-                counts[owners[gateway_id][seq]][0 if corrections == 0 else 1] += 1
+            returned = self._store_readings(conn, rows_in_key_order)
+            if (
+                written is not None
+                and len(returned) == len(rows_in_key_order)
+                and not any(map(_returned_corrections, returned))
+            ):
+                # Every row went in as new, and each batch's rows all went into the
+                # statement: its count is its number of rows.
+                for index, number in enumerate(written):
+                    counts[index][0] += number
+            else:
+                for gateway_id, seq, corrections in returned:
+                    counts[owners[gateway_id][seq]][0 if corrections == 0 else 1] += 1
             for statement, rows_ in (
                 (self._insert_events, event_rows),
                 (self._insert_statistics, statistic_rows),
@@ -1014,6 +1030,7 @@ _DECIMAL_LIMIT: Final = Decimal(10) ** 14  # NUMERIC(20, 6): checked_decimal's b
 _DECIMAL_QUANTUM: Final = Decimal("0.000001")
 _ZERO: Final = Decimal(0)
 _row_seq: Final = itemgetter(_SEQ_INDEX)
+_returned_corrections: Final = itemgetter(2)  # of (gateway, seq, corrections)
 
 
 def _prepare_record_batch(batch: RecordBatch, sqlite_form: bool) -> _PreparedBatch:
