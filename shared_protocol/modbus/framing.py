@@ -12,30 +12,28 @@ with byte counts, register counts inside the protocol's limits, and unit ids ins
 translated to :mod:`shared_protocol.errors` in exactly one place, :func:`_pymodbus_boundary`.
 We do not use ``DecodePDU.decode``: it logs and returns ``None`` on bad input, and a codec
 here neither logs nor hides a bad frame.
+
+pymodbus is imported on first use (:func:`_pymodbus`), not when this module loads: it pulls
+in asyncio and ssl (about 8 MB of RSS), which an edge agent with no Modbus meter never
+needs, and ``import shared_protocol.modbus`` stays cheap.
 """
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from pymodbus.exceptions import ModbusException
-from pymodbus.framer.rtu import FramerRTU
-from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
-from pymodbus.pdu.register_message import (
-    ReadHoldingRegistersRequest,
-    ReadHoldingRegistersResponse,
-    ReadInputRegistersRequest,
-    ReadInputRegistersResponse,
-    WriteMultipleRegistersRequest,
-    WriteMultipleRegistersResponse,
-    WriteSingleRegisterRequest,
-    WriteSingleRegisterResponse,
-)
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from pymodbus.exceptions import ModbusException
+    from pymodbus.framer.rtu import FramerRTU
+    from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 
 from shared_protocol.errors import (
     ChecksumError,
@@ -141,19 +139,43 @@ EXCEPTION_MEANINGS: Final[dict[ExceptionCode, str]] = {
 }
 
 
-# The pymodbus PDU class for each (function code, direction): the table that drives both
-# the expected frame length (pymodbus' ``rtu_frame_size`` / ``rtu_byte_count_pos``) and the
-# PDU decoding. Anything not in it is a function we do not speak.
-_PDU_CLASSES: Final[dict[tuple[int, Direction], type[ModbusPDU]]] = {
-    (0x03, Direction.REQUEST): ReadHoldingRegistersRequest,
-    (0x04, Direction.REQUEST): ReadInputRegistersRequest,
-    (0x06, Direction.REQUEST): WriteSingleRegisterRequest,
-    (0x10, Direction.REQUEST): WriteMultipleRegistersRequest,
-    (0x03, Direction.RESPONSE): ReadHoldingRegistersResponse,
-    (0x04, Direction.RESPONSE): ReadInputRegistersResponse,
-    (0x06, Direction.RESPONSE): WriteSingleRegisterResponse,
-    (0x10, Direction.RESPONSE): WriteMultipleRegistersResponse,
-}
+@dataclass(frozen=True)
+class _Pymodbus:
+    """The pymodbus names this codec uses (see :func:`_pymodbus`)."""
+
+    ModbusException: type[ModbusException]
+    FramerRTU: type[FramerRTU]
+    DecodePDU: type[DecodePDU]
+    ExceptionResponse: type[ExceptionResponse]
+    rm: ModuleType  # pymodbus.pdu.register_message
+
+
+@functools.cache
+def _pymodbus() -> _Pymodbus:
+    """pymodbus, imported on first use rather than at module load (see the docstring)."""
+    from pymodbus.exceptions import ModbusException
+    from pymodbus.framer.rtu import FramerRTU
+    from pymodbus.pdu import DecodePDU, ExceptionResponse, register_message
+
+    return _Pymodbus(ModbusException, FramerRTU, DecodePDU, ExceptionResponse, register_message)
+
+
+@functools.cache
+def _pdu_classes() -> dict[tuple[int, Direction], type[ModbusPDU]]:
+    """The pymodbus PDU class for each (function code, direction): the table that drives
+    both the expected frame length (pymodbus' ``rtu_frame_size`` / ``rtu_byte_count_pos``)
+    and the PDU decoding. Anything not in it is a function we do not speak."""
+    rm = _pymodbus().rm
+    return {
+        (0x03, Direction.REQUEST): rm.ReadHoldingRegistersRequest,
+        (0x04, Direction.REQUEST): rm.ReadInputRegistersRequest,
+        (0x06, Direction.REQUEST): rm.WriteSingleRegisterRequest,
+        (0x10, Direction.REQUEST): rm.WriteMultipleRegistersRequest,
+        (0x03, Direction.RESPONSE): rm.ReadHoldingRegistersResponse,
+        (0x04, Direction.RESPONSE): rm.ReadInputRegistersResponse,
+        (0x06, Direction.RESPONSE): rm.WriteSingleRegisterResponse,
+        (0x10, Direction.RESPONSE): rm.WriteMultipleRegistersResponse,
+    }
 
 
 @contextmanager
@@ -161,14 +183,14 @@ def _pymodbus_boundary(what: str) -> Iterator[None]:
     """The one place where pymodbus' exceptions become ours."""
     try:
         yield
-    except (ModbusException, ValueError, IndexError, struct.error, TypeError) as exc:
+    except (_pymodbus().ModbusException, ValueError, IndexError, struct.error, TypeError) as exc:
         raise MalformedFrameError(f"{what}: {exc}") from exc
 
 
 def crc16(data: bytes) -> bytes:
     """The Modbus CRC-16 of ``data`` as the two bytes sent on the wire (low byte first)."""
     # pymodbus returns the CRC already byte-swapped, so big-endian gives wire order.
-    return int(FramerRTU.compute_CRC(data)).to_bytes(2, "big")
+    return int(_pymodbus().FramerRTU.compute_CRC(data)).to_bytes(2, "big")
 
 
 @dataclass(frozen=True)
@@ -245,8 +267,8 @@ def expected_length(head: bytes | bytearray, direction: Direction) -> int | None
     if function_code & 0x80:
         if direction is Direction.REQUEST or (function_code & 0x7F) not in FUNCTION_NAMES:
             raise UnsupportedError(f"function code 0x{function_code:02X} is not supported")
-        return int(ExceptionResponse.rtu_frame_size)
-    pdu_class = _PDU_CLASSES.get((function_code, direction))
+        return int(_pymodbus().ExceptionResponse.rtu_frame_size)
+    pdu_class = _pdu_classes().get((function_code, direction))
     if pdu_class is None:
         raise UnsupportedError(
             f"function code 0x{function_code:02X} is not supported in a {direction.value} "
@@ -292,11 +314,11 @@ def decode_frame(raw: bytes, direction: Direction) -> Frame:
         )
     unit_id, function_code, body = raw[0], raw[1], raw[2:-2]
     if function_code & 0x80:
-        exc_pdu = ExceptionResponse(function_code & 0x7F)
+        exc_pdu = _pymodbus().ExceptionResponse(function_code & 0x7F)
         with _pymodbus_boundary("bad exception response"):
             exc_pdu.decode(body)
         return Frame(unit_id, function_code, direction, raw, exception_code=exc_pdu.exception_code)
-    pdu = _PDU_CLASSES[(function_code, direction)]()
+    pdu = _pdu_classes()[(function_code, direction)]()
     with _pymodbus_boundary(f"bad 0x{function_code:02X} {direction.value}"):
         pdu.decode(body)
     return _frame_from_pdu(unit_id, function_code, direction, raw, pdu)
@@ -330,10 +352,11 @@ def _frame_from_pdu(
 
 def _build(make_pdu: Callable[[], ModbusPDU], unit_id: int, direction: Direction) -> Frame:
     _check_unit(unit_id, direction)
-    framer = FramerRTU(DecodePDU(is_server=direction is Direction.RESPONSE))
+    pm = _pymodbus()
+    framer = pm.FramerRTU(pm.DecodePDU(is_server=direction is Direction.RESPONSE))
     try:
         raw = framer.buildFrame(make_pdu())
-    except (ModbusException, ValueError, struct.error, OverflowError) as exc:
+    except (pm.ModbusException, ValueError, struct.error, OverflowError) as exc:
         raise LocalProtocolError(f"cannot build the frame: {exc}") from exc
     try:
         return decode_frame(raw, direction)
@@ -363,14 +386,8 @@ def _read_function(function_code: int) -> FunctionCode:
     return FunctionCode(function_code)
 
 
-_READ_REQUESTS: Final[dict[int, Callable[..., ModbusPDU]]] = {
-    0x03: ReadHoldingRegistersRequest,
-    0x04: ReadInputRegistersRequest,
-}
-_READ_RESPONSES: Final[dict[int, Callable[..., ModbusPDU]]] = {
-    0x03: ReadHoldingRegistersResponse,
-    0x04: ReadInputRegistersResponse,
-}
+def _read_pdu(function_code: int, direction: Direction) -> Callable[..., ModbusPDU]:
+    return _pdu_classes()[(function_code, direction)]
 
 
 def build_read_request(unit_id: int, function_code: int, address: int, count: int) -> Frame:
@@ -380,7 +397,7 @@ def build_read_request(unit_id: int, function_code: int, address: int, count: in
         raise LocalProtocolError(f"register count {count} is outside 1..{MAX_READ_COUNT}")
     if not 0 <= address <= 0xFFFF:
         raise LocalProtocolError(f"register address {address} is outside 0..65535")
-    request = _READ_REQUESTS[code]
+    request = _read_pdu(code, Direction.REQUEST)
     return _build(
         lambda: request(address=address, count=count, dev_id=unit_id), unit_id, Direction.REQUEST
     )
@@ -392,15 +409,16 @@ def build_read_response(unit_id: int, function_code: int, registers: Sequence[in
     if not 1 <= len(registers) <= MAX_READ_COUNT:
         raise LocalProtocolError(f"a read response carries 1..{MAX_READ_COUNT} registers")
     values = _check_registers(registers)
-    response = _READ_RESPONSES[code]
+    response = _read_pdu(code, Direction.RESPONSE)
     return _build(lambda: response(registers=values, dev_id=unit_id), unit_id, Direction.RESPONSE)
 
 
 def build_write_single_request(unit_id: int, address: int, value: int) -> Frame:
     """Function 06: write one register."""
     values = _check_registers([value])
+    pdu: Callable[..., ModbusPDU] = _pymodbus().rm.WriteSingleRegisterRequest
     return _build(
-        lambda: WriteSingleRegisterRequest(address=address, registers=values, dev_id=unit_id),
+        lambda: pdu(address=address, registers=values, dev_id=unit_id),
         unit_id,
         Direction.REQUEST,
     )
@@ -409,8 +427,9 @@ def build_write_single_request(unit_id: int, address: int, value: int) -> Frame:
 def build_write_single_response(unit_id: int, address: int, value: int) -> Frame:
     """Function 06 answer: the meter echoes the request."""
     values = _check_registers([value])
+    pdu: Callable[..., ModbusPDU] = _pymodbus().rm.WriteSingleRegisterResponse
     return _build(
-        lambda: WriteSingleRegisterResponse(address=address, registers=values, dev_id=unit_id),
+        lambda: pdu(address=address, registers=values, dev_id=unit_id),
         unit_id,
         Direction.RESPONSE,
     )
@@ -421,8 +440,9 @@ def build_write_multiple_request(unit_id: int, address: int, values: Sequence[in
     if not 1 <= len(values) <= MAX_WRITE_COUNT:
         raise LocalProtocolError(f"a write carries 1..{MAX_WRITE_COUNT} registers")
     checked = _check_registers(values)
+    pdu: Callable[..., ModbusPDU] = _pymodbus().rm.WriteMultipleRegistersRequest
     return _build(
-        lambda: WriteMultipleRegistersRequest(address=address, registers=checked, dev_id=unit_id),
+        lambda: pdu(address=address, registers=checked, dev_id=unit_id),
         unit_id,
         Direction.REQUEST,
     )
@@ -430,8 +450,9 @@ def build_write_multiple_request(unit_id: int, address: int, values: Sequence[in
 
 def build_write_multiple_response(unit_id: int, address: int, count: int) -> Frame:
     """Function 16 answer: start address and count written."""
+    pdu: Callable[..., ModbusPDU] = _pymodbus().rm.WriteMultipleRegistersResponse
     return _build(
-        lambda: WriteMultipleRegistersResponse(address=address, count=count, dev_id=unit_id),
+        lambda: pdu(address=address, count=count, dev_id=unit_id),
         unit_id,
         Direction.RESPONSE,
     )
@@ -446,8 +467,9 @@ def build_exception_response(
     if not 0 <= int(exception_code) <= 0xFF:
         raise LocalProtocolError(f"exception code {exception_code} is not one byte")
     code = int(exception_code)
+    exception_response = _pymodbus().ExceptionResponse
     return _build(
-        lambda: ExceptionResponse(function_code, code, device_id=unit_id),
+        lambda: exception_response(function_code, code, device_id=unit_id),
         unit_id,
         Direction.RESPONSE,
     )
