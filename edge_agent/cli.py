@@ -277,9 +277,23 @@ def _status_text(data: dict[str, Any]) -> str:
             ("uptime", f"{data.get('uptime_s')} s"),
             ("task errors", data.get("task_errors")),
             ("collector", "on" if data.get("collector") else "not in this build"),
+            ("uplink", _uplink_text(data.get("uplink"))),
         ]
     text = _lines(pairs)
     return text + "\n\n" + _table(data.get("buses", []), list((data.get("buses") or [{}])[0]))
+
+
+def _uplink_text(uplink: dict[str, Any] | None) -> str:
+    if not uplink:
+        return "off"
+    state = "connected" if uplink.get("connected") else "disconnected"
+    central = "central online" if uplink.get("central_online") else "central offline"
+    return (
+        f"{state}, {central}, session {uplink.get('session')}, "
+        f"{uplink.get('in_flight')} in flight, acked {uplink.get('last_ack_seq')} "
+        f"at {uplink.get('last_ack_at')}, {uplink.get('resends')} resends, "
+        f"{uplink.get('refused_commands')} refused commands"
+    )
 
 
 def status_of(state: State) -> dict[str, Any]:
