@@ -4,7 +4,10 @@ its error type and its message — to the generic path."""
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -16,20 +19,22 @@ from hypothesis import strategies as st
 from test_wire_strategies import MAX64, batches, reading
 
 from shared_protocol.errors import LocalProtocolError, MalformedFrameError
-from shared_protocol.wire import RecordBatch, WireReading, canonical_json
+from shared_protocol.wire import RecordBatch, WireReading, canonical_json, decode
+from shared_protocol.wire import envelope as wire_envelope
 from shared_protocol.wire import messages as wire_messages
 from shared_protocol.wire.envelope import _parse_json
 
 
 @contextmanager
 def generic_path_only() -> Iterator[None]:
-    saved = wire_messages._batch_fast, wire_messages._reading_fast
+    saved = wire_messages._batch_fast, wire_messages._reading_fast, wire_envelope._batch_fast
     wire_messages._batch_fast = lambda _body: None  # type: ignore[assignment]
     wire_messages._reading_fast = lambda _body: None  # type: ignore[assignment]
+    wire_envelope._batch_fast = lambda _data: None  # type: ignore[assignment]
     try:
         yield
     finally:
-        wire_messages._batch_fast, wire_messages._reading_fast = saved
+        wire_messages._batch_fast, wire_messages._reading_fast, wire_envelope._batch_fast = saved
 
 
 def outcome(decode: Callable[[], Any]) -> tuple[str, Any]:
@@ -247,3 +252,83 @@ def test_decimal_is_built_once_from_the_text() -> None:
     record = RecordBatch.from_wire(body).records[0]
     assert isinstance(record, WireReading)
     assert type(record.value) is Decimal and str(record.value) == "1234.50"
+
+
+# -- the envelope's path for compressed batches: objects parsed as pairs --------------------
+
+
+def compressed_payload(body_text: bytes) -> bytes:
+    """An unsigned compressed batch envelope around ``body_text`` (decode needs no key)."""
+    packed = base64.b64encode(zlib.compress(body_text)).decode("ascii")
+    return canonical_json({"v": 1, "type": "batch", "enc": "zlib", "body": packed})
+
+
+def test_a_canonical_compressed_batch_takes_the_pairs_path() -> None:
+    data = canonical_json(a_batch_body())
+    assert wire_envelope._batch_fast(data) is not None
+    fast, generic = both_paths(lambda: decode(compressed_payload(data)))
+    assert fast[0] == generic[0] == "ok" and same_message(fast[1], generic[1])
+
+
+@pytest.mark.parametrize(("case", "body"), list(bad_bodies()))
+def test_a_bad_field_in_a_compressed_batch_is_refused_exactly_as_before(
+    case: str, body: dict[str, Any]
+) -> None:
+    # sorted keys like canonical JSON; ASCII escapes so a lone surrogate can be sent
+    text = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    payload = compressed_payload(text)
+    fast, generic = both_paths(lambda: decode(payload))
+    if generic[0] == "ok":
+        assert fast[0] == "ok" and same_message(fast[1], generic[1]), case
+    else:
+        assert generic[0] == MalformedFrameError.__name__, case
+        assert fast == generic, case
+
+
+def _texts() -> Iterator[tuple[str, bytes]]:
+    good = canonical_json(a_batch_body()).decode()
+    reading = '"kind":"daily",'
+    assert reading in good
+    yield "key twice in a reading", good.replace(reading, reading * 2, 1).encode()
+    yield "key twice, other value", good.replace(reading, '"kind":"curve",' + reading, 1).encode()
+    yield (
+        "key twice in the batch",
+        good.replace('"historical":false,', '"historical":false,' * 2).encode(),
+    )
+    yield "keys not sorted", json.dumps(a_batch_body()).encode()
+    yield "a float", good.replace('"seq":7', '"seq":7.0').encode()
+    yield "NaN", good.replace('"seq":7', '"seq":NaN').encode()
+    yield "not UTF-8", good.encode().replace(b"kWh", b"k\xffh")
+    yield "truncated", good.encode()[:-1]
+    yield "an array", b"[" + good.encode() + b"]"
+    yield "deep", b"[" * 5000 + b"]" * 5000
+    event = (
+        '{"at":"2026-11-29T00:01:00.000000Z","code":"cover_open",'
+        '"detail":{"a":{"b":1,"b":2}},"meter":null,"seq":6,"type":"event"}'
+    )
+    with_event = good.replace(
+        '{"kind":"daily","meter":"000000123407"',
+        event + ',{"kind":"daily","meter":"000000123407"',
+        1,
+    )
+    assert with_event != good
+    yield "key twice inside an event's detail", with_event.encode()
+    yield "an event", with_event.replace('"b":1,"b":2', '"b":1,"c":2').encode()
+
+
+@pytest.mark.parametrize(("case", "text"), list(_texts()))
+def test_unusual_json_in_a_compressed_batch_is_judged_as_before(case: str, text: bytes) -> None:
+    payload = compressed_payload(text)
+    fast, generic = both_paths(lambda: decode(payload))
+    if generic[0] == "ok":
+        assert fast[0] == "ok" and same_message(fast[1], generic[1]), case
+    else:
+        assert fast == generic, case
+
+
+@given(batches())
+def test_valid_compressed_batches_decode_the_same_on_both_paths(batch: RecordBatch) -> None:
+    payload = compressed_payload(canonical_json(batch.to_wire()))
+    fast, generic = both_paths(lambda: decode(payload))
+    assert fast[0] == generic[0] == "ok"
+    assert same_message(fast[1], generic[1]) and same_message(fast[1], batch)

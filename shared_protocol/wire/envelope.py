@@ -50,7 +50,7 @@ from shared_protocol.errors import (
     UnsupportedError,
 )
 from shared_protocol.wire._values import GATEWAY_ID_PATTERN
-from shared_protocol.wire.messages import MESSAGE_TYPES, Message
+from shared_protocol.wire.messages import MESSAGE_TYPES, Message, RecordBatch, _batch_from_pairs
 from shared_protocol.wire.topics import parse_topic
 
 __all__ = [
@@ -376,6 +376,10 @@ def _parse_sig(sig: object) -> tuple[str, bytes]:
 def _body_object(envelope: Envelope) -> Any:
     if not envelope.compressed:
         return envelope.body
+    return _parse_json(_inflate(envelope), f"{envelope.type} body")
+
+
+def _inflate(envelope: Envelope) -> bytes:
     try:
         packed = base64.b64decode(envelope.body, validate=True)
     except (ValueError, binascii.Error) as exc:
@@ -391,11 +395,35 @@ def _body_object(envelope: Envelope) -> Any:
         )
     if not inflater.eof or inflater.unused_data:
         raise MalformedFrameError(f"{envelope.type} body is truncated or has trailing bytes")
-    return _parse_json(data, f"{envelope.type} body")
+    return data
+
+
+def _batch_fast(data: bytes) -> Message | None:
+    """A compressed batch body decoded without building a dict per record (the ingest hot
+    path), or None when anything is unusual — the caller then decodes it the generic way,
+    which gives the usual error. Objects parse as tuples of pairs; ``_batch_from_pairs``
+    accepts only canonical objects (sorted keys, none twice) that pass every check."""
+    try:
+        tree = json.loads(
+            data.decode("utf-8"),
+            object_pairs_hook=tuple,
+            parse_float=_float_refused,
+            parse_constant=_constant_refused,
+        )
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    return _batch_from_pairs(tree)
 
 
 def _message(envelope: Envelope, topic: str | None) -> Message:
-    message: Message = MESSAGE_TYPES[envelope.type].from_wire(_body_object(envelope))
+    message: Message | None = None
+    if envelope.type == "batch" and envelope.compressed:
+        data = _inflate(envelope)
+        message = _batch_fast(data)
+        if message is None:
+            message = RecordBatch.from_wire(_parse_json(data, "batch body"))
+    else:
+        message = MESSAGE_TYPES[envelope.type].from_wire(_body_object(envelope))
     if topic is not None:
         _check_topic(topic, message)
     return message

@@ -223,16 +223,59 @@ _control_search = _CONTROL.search
 def _reading_fast(body: object) -> WireReading | None:
     if type(body) is not dict or len(body) != _READING_KEY_COUNT or body.keys() != _READING_KEYS:
         return None
-    seq = body["seq"]
-    meter = body["meter"]
-    obis = body["obis"]
-    unit = body["unit"]
-    quality = body["quality"]
-    kind = body["kind"]
-    source = body["source"]
-    value = body["value"]
-    time_ = body["time"]
-    read_at = body["read_at"]
+    return _reading_checked(
+        body["seq"],
+        body["meter"],
+        body["obis"],
+        body["time"],
+        body["value"],
+        body["unit"],
+        body["kind"],
+        body["source"],
+        body["quality"],
+        body["read_at"],
+    )
+
+
+#: A reading's keys in canonical (sorted) order, as the edge sends them.
+_READING_PAIR_KEYS: Final = tuple(sorted(WireReading._KEYS))
+
+
+def _reading_from_pairs(pairs: tuple[tuple[str, Any], ...]) -> WireReading | None:
+    """``_reading_fast`` for a JSON object parsed as its (key, value) pairs: it must have
+    exactly the keys of a reading in canonical order (so none twice), typed ``reading``."""
+    if len(pairs) != _READING_KEY_COUNT:
+        return None
+    (
+        (k0, kind),
+        (k1, meter),
+        (k2, obis),
+        (k3, quality),
+        (k4, read_at),
+        (k5, seq),
+        (k6, source),
+        (k7, time_),
+        (k8, tag),
+        (k9, unit),
+        (k10, value),
+    ) = pairs
+    if (k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10) != _READING_PAIR_KEYS or tag != "reading":
+        return None
+    return _reading_checked(seq, meter, obis, time_, value, unit, kind, source, quality, read_at)
+
+
+def _reading_checked(
+    seq: Any,
+    meter: Any,
+    obis: Any,
+    time_: Any,
+    value: Any,
+    unit: Any,
+    kind: Any,
+    source: Any,
+    quality: Any,
+    read_at: Any,
+) -> WireReading | None:
     if (
         type(seq) is not int
         or not 1 <= seq <= MAX_INT64
@@ -504,13 +547,69 @@ def _batch_fast(body: object) -> RecordBatch | None:
     """``RecordBatch.from_wire`` for a plainly valid body, or None (see ``_reading_fast``)."""
     if type(body) is not dict or body.keys() != _BATCH_KEYS:
         return None
-    gateway = body["gateway"]
-    session = body["session"]
-    seq_from = body["seq_from"]
-    seq_to = body["seq_to"]
-    items = body["records"]
-    historical = body["historical"]
-    sent_at = body["sent_at"]
+    return _batch_checked(
+        body["gateway"],
+        body["session"],
+        body["seq_from"],
+        body["seq_to"],
+        body["records"],
+        body["historical"],
+        body["sent_at"],
+        pairs=False,
+    )
+
+
+_BATCH_PAIR_KEYS: Final = tuple(sorted(RecordBatch._KEYS))
+
+
+def _batch_from_pairs(tree: object) -> RecordBatch | None:
+    """A batch body parsed with ``object_pairs_hook=tuple`` (every JSON object a tuple of
+    its (key, value) pairs, every array a list) when it is plainly valid and canonical:
+    objects with exactly their keys in sorted order (so no key twice), and everything
+    ``RecordBatch.from_wire`` checks. Otherwise None, and the caller decodes the body the
+    generic way (which refuses it with the usual error, or accepts an unusual valid one).
+    The envelope uses it for compressed batches: no dict is built for a reading at all."""
+    if type(tree) is not tuple or len(tree) != len(_BATCH_PAIR_KEYS):
+        return None
+    (
+        (k0, gateway),
+        (k1, historical),
+        (k2, items),
+        (k3, sent_at),
+        (k4, seq_from),
+        (k5, seq_to),
+        (k6, session),
+    ) = tree
+    if (k0, k1, k2, k3, k4, k5, k6) != _BATCH_PAIR_KEYS:
+        return None
+    return _batch_checked(
+        gateway, session, seq_from, seq_to, items, historical, sent_at, pairs=True
+    )
+
+
+def _pairs_to_objects(value: Any) -> Any:
+    """Pairs-parsed JSON back to dicts and lists; ValueError for a key given twice."""
+    if type(value) is tuple:
+        result = {key: _pairs_to_objects(item) for key, item in value}
+        if len(result) != len(value):
+            raise ValueError("a key appears twice in one object")
+        return result
+    if type(value) is list:
+        return [_pairs_to_objects(item) for item in value]
+    return value
+
+
+def _batch_checked(
+    gateway: Any,
+    session: Any,
+    seq_from: Any,
+    seq_to: Any,
+    items: Any,
+    historical: Any,
+    sent_at: Any,
+    *,
+    pairs: bool,
+) -> RecordBatch | None:
     if (
         type(gateway) is not str
         or _gateway_match(gateway) is None
@@ -534,7 +633,17 @@ def _batch_fast(body: object) -> RecordBatch | None:
     previous = seq_from - 1
     for index, item in enumerate(items):
         record: WireRecord | None
-        if type(item) is dict and item.get("type") == "reading":
+        if pairs:
+            if type(item) is not tuple:
+                return None
+            if len(item) == _READING_KEY_COUNT:
+                record = _reading_from_pairs(item)
+            else:
+                try:
+                    record = _record_from_wire(_pairs_to_objects(item), index)
+                except (LocalProtocolError, ValueError, RecursionError):
+                    return None
+        elif type(item) is dict and item.get("type") == "reading":
             record = _reading_fast(item)
         else:
             try:
