@@ -46,7 +46,7 @@ from enum import IntEnum
 from typing import Any, Final
 
 from edge_agent.bus.framing import ListenOnly, Match, Outcome, ReplyMatcher, Verdict, new_parser
-from edge_agent.bus.line import Line, LineError
+from edge_agent.bus.line import Line, LineError, frame_length
 from edge_agent.config import BusConfig
 from shared_protocol.stream import Discarded
 
@@ -506,12 +506,13 @@ class BusMaster:
         assert transaction.matcher is not None
         matcher = transaction.matcher
         parser = new_parser(matcher.family)
+        length_of = frame_length(matcher.family)
         wrong = noise = 0
         first_byte = 0.0
         bad: Match | None = None
         try:
             while True:
-                read = self._line.read_event(parser, deadline, inter_byte)
+                read = self._line.read_event(parser, deadline, inter_byte, length_of)
                 if read is None:
                     return bad, first_byte, wrong, noise
                 first_byte = first_byte or read.first_byte_at
