@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from e2e_harness import Chain, assert_oracle_holds, freeze_days, open_chain, wait_for
 
 DRAIN_TIMEOUT_S = 60.0
@@ -158,3 +159,216 @@ def test_central_ingestion_down_for_a_simulated_day_then_back(tmp_path: Path) ->
             wait_drained(agent)
             assert uplink.health().nacks == 0
         assert_oracle_holds(chain, days)
+
+
+# --------------------------------------------------------------------------- agent SIGKILL
+
+#: The edge agent as its own process, forked per kill from a zygote that imported
+#: everything once (no thread, connection or loop in the zygote, so forking is safe). A
+#: child opens the agent on the test's files — log, ledger, archive, control socket,
+#: both lines, the uplink (mutual TLS) — with its Collector on the simulator's clock
+#: (the parent's SimClock state: CLOCK_MONOTONIC is the same in every process), and
+#: lets it collect what is due and upload until it is killed. It says ``open`` once the
+#: agent is open and ``pending`` whenever its log holds records central has not
+#: acknowledged (so the parent can aim a kill at an upload).
+ZYGOTE = """
+import os, sys, time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from edge_agent.config import load_config
+from edge_agent.service import Agent, ledger_path
+from edge_agent.tasks import Collector, Ledger
+import edge_agent.uplink
+from firmware_sim.clock import SimClock
+
+
+def say(text):
+    os.write(1, text.encode())
+
+
+def agent(edge_file, start_us, wall_zero, jumped_us):
+    clock = SimClock(datetime(2026, 1, 1, tzinfo=UTC))
+    clock._start_us, clock._wall_zero, clock._jumped_us = start_us, wall_zero, jumped_us
+
+    def collector_factory(agent, archive):
+        agent.ledger = Ledger(ledger_path(agent.config), zone={zone!r})
+        return Collector(
+            agent.config, archive, agent.log, agent.masters, agent.ledger, now=clock.now
+        )
+
+    running = Agent(
+        load_config(Path(edge_file)), environ={{}}, tick_s=0.05,
+        collector_factory=collector_factory,
+    )
+    running.open()
+    say("open\\n")
+    pending = False
+    while True:
+        running.uplink.notify()
+        now_pending = running.log.last_seq() > running.log.acked_seq()
+        if now_pending and not pending:
+            say("pending\\n")
+        pending = now_pending
+        time.sleep(0.005)
+
+
+while True:
+    request = sys.stdin.readline()
+    if not request:
+        break
+    edge_file, start_us, wall_zero, jumped_us = request.split()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            agent(edge_file, int(start_us), float(wall_zero), int(jumped_us))
+        finally:
+            os._exit(1)
+    say(f"pid {{pid}}\\n")
+    _, status = os.waitpid(pid, 0)
+    say(f"exit {{status}}\\n")
+"""
+
+METERS_KILLED = 4  # households (+ the supply meter): a day collects in ≈ 0.3 s
+
+
+class Lines:
+    """Lines from a pipe, each wait bounded."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = b""
+
+    def next(self, timeout: float) -> str | None:
+        import os
+        import select
+
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self.fd], [], [], remaining)[0]:
+                return None
+            chunk = os.read(self.fd, 4096)
+            if not chunk:
+                return None
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode()
+
+    def until(self, wanted: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while (line := self.next(max(0.0, deadline - time.monotonic()))) is not None:
+            if line == wanted:
+                return True
+            assert not line.startswith("exit"), line
+        return False
+
+
+def agent_kill_loop(tmp_path: Path, kills: int, seed: int, kills_per_day: int) -> dict[str, Any]:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from central.demo import ZONE
+
+    rng = random.Random(seed)
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests")])}
+    stats: dict[str, Any] = {
+        "while_opening": 0,
+        "aimed_at_upload": 0,
+        "day_incomplete": 0,
+        "unacked": 0,
+    }
+    with open_chain(tmp_path / "c", meters=METERS_KILLED) as chain:
+        days = freeze_days(1)
+        chain.jump_to(days[-1])
+        errors_path = tmp_path / "zygote.err"
+        with errors_path.open("w") as errors:
+            zygote = subprocess.Popen(
+                [sys.executable, "-c", ZYGOTE.format(zone=ZONE)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                env=env,
+                cwd=root,
+            )
+        assert zygote.stdin is not None and zygote.stdout is not None
+        lines = Lines(zygote.stdout.fileno())
+
+        def why(line: object = "") -> str:
+            return f"{errors_path.read_text()[-3000:]}\n{line}"
+
+        per_day = len(chain.meters)
+        since_jump = 0
+        try:
+            for kill in range(kills):
+                if since_jump >= kills_per_day and chain.slots(days[-1:]) == (per_day, per_day):
+                    days = freeze_days(len(days) + 1)
+                    chain.jump_to(days[-1])
+                    since_jump = 0
+                clock = chain.clock
+                zygote.stdin.write(
+                    f"{chain.edge_file} {clock._start_us} {clock._wall_zero!r} "
+                    f"{clock._jumped_us}\n".encode()
+                )
+                zygote.stdin.flush()
+                pid_line = lines.next(10)
+                assert pid_line is not None and pid_line.startswith("pid "), why(pid_line)
+                choice = rng.random()
+                if choice < 0.1:  # while it opens the files, the lines, the uplink
+                    stats["while_opening"] += 1
+                    time.sleep(rng.uniform(0, 0.05))
+                else:
+                    assert lines.until("open", 10), why()
+                    if choice < 0.4 and lines.until("pending", 0.6):
+                        stats["aimed_at_upload"] += 1
+                        time.sleep(rng.uniform(0, 0.02))
+                    else:
+                        time.sleep(rng.uniform(0, 0.6))
+                os.kill(int(pid_line.split()[1]), signal.SIGKILL)
+                line = lines.next(10)
+                while line in ("open", "pending"):
+                    line = lines.next(10)
+                assert line is not None and line.startswith("exit "), why(line)
+                status = int(line.split()[1])
+                assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, why()
+                since_jump += 1
+                # nothing released early: what the edge log says central has, central has
+                last, acked = chain.edge_meta()
+                assert acked <= chain.watermark(), (kill, acked, chain.watermark())
+                stats["unacked"] += last > acked
+                stats["day_incomplete"] += chain.slots(days[-1:])[1] < per_day
+        finally:
+            zygote.stdin.close()
+            zygote.wait(timeout=10)
+        stats["days"] = len(days)
+        # restarted once more on the same files, not killed: it catches up and drains
+        with running_agent(chain) as agent:
+            complete = (per_day * len(days),) * 2
+            assert wait_for(lambda: chain.slots(days) == complete, 60, 0.1), chain.slots(days)
+            agent.uplink.notify()
+            wait_drained(agent)
+            assert agent.log.acked_seq() <= chain.watermark()
+        print(f"{kills} agent kills over {len(days)} simulated days: {stats}")
+        assert_oracle_holds(chain, days)
+    # the kills landed in every phase: opening, collecting a day, with records in flight
+    assert stats["while_opening"] and stats["day_incomplete"] and stats["unacked"], stats
+    return stats
+
+
+def test_edge_agent_sigkilled_at_random_points(tmp_path: Path) -> None:
+    """The edge agent process (Collector + EdgeLog + uplink) SIGKILLed 100× at seeded random
+    moments — while it opens (10 %), aimed at an upload (a kill within 20 ms of the log
+    holding unacknowledged records, 30 %), or anywhere in its first 0.6 s — and restarted
+    each time on the same files; a new simulated day every 4 kills (once the previous one
+    is collected). Then once more unkilled: it drains, the oracle holds for every day, and
+    after every kill the log's acked seq ≤ central's watermark."""
+    agent_kill_loop(tmp_path, kills=100, seed=5, kills_per_day=4)
+
+
+@pytest.mark.slow
+def test_edge_agent_sigkilled_at_random_points_slow(tmp_path: Path) -> None:
+    """The same, 1 000 kills over ≤ 50 simulated days (a new day every 20 kills)."""
+    agent_kill_loop(tmp_path, kills=1000, seed=1000, kills_per_day=20)
