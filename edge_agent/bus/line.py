@@ -45,6 +45,7 @@ __all__ = ["Line", "LineError", "LineEvent", "StreamParserLike"]
 logger = logging.getLogger(__name__)
 
 _READ_CHUNK: Final = 4096
+_WRITE_TIMEOUT: Final = 5.0
 # Without a file descriptor (rfc2217://) we poll; 2 ms is below one character at 4800 baud.
 _POLL_INTERVAL: Final = 0.002
 _PARITY: Final = {"E": serial.PARITY_EVEN, "N": serial.PARITY_NONE, "O": serial.PARITY_ODD}
@@ -172,7 +173,7 @@ class Line:
                 bytesize=config.data_bits,
                 stopbits=_STOP_BITS[config.stop_bits],
                 timeout=0,
-                write_timeout=5.0,
+                write_timeout=_WRITE_TIMEOUT,
                 exclusive=True,
             )
         except TypeError:
@@ -185,7 +186,7 @@ class Line:
                     bytesize=config.data_bits,
                     stopbits=_STOP_BITS[config.stop_bits],
                     timeout=0,
-                    write_timeout=5.0,
+                    write_timeout=_WRITE_TIMEOUT,
                 )
             except (serial.SerialException, OSError, ValueError) as exc:
                 raise LineError(f"bus {config.name}: cannot open {config.port}: {exc}") from exc
@@ -238,7 +239,10 @@ class Line:
         """Send ``data``; returns when its last bit should have left the wire (monotonic)."""
         port = self._require()
         try:
-            port.write(data)
+            if self._raw_fd is not None:
+                self._write_fd(self._raw_fd, data)
+            else:
+                port.write(data)
         except (serial.SerialException, OSError) as exc:
             raise LineError(f"bus {self.config.name}: write failed: {exc}") from exc
         self._on_bytes("tx", data)
@@ -390,6 +394,20 @@ class Line:
         if self._port is None:
             raise LineError(f"bus {self.config.name}: the port is not open")
         return self._port
+
+    def _write_fd(self, fd: int, data: bytes) -> None:
+        """pyserial's posix write without its select after every write: ``os.write`` until
+        all is out, waiting for room only when the tty buffer is full (same 5 s limit)."""
+        view = memoryview(data)
+        give_up = time.monotonic() + _WRITE_TIMEOUT
+        while view:
+            with contextlib.suppress(BlockingIOError):
+                view = view[os.write(fd, view) :]
+            if view:
+                left = give_up - time.monotonic()
+                if left <= 0:
+                    raise serial.SerialTimeoutException("write timeout")
+                select.select([], [fd], [], left)
 
     def _read_now(self) -> bytes:
         fd = self._raw_fd

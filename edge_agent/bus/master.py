@@ -239,7 +239,9 @@ class BusMaster:
         self.config = config
         self.policy = policy or TimingPolicy()
         self.counters = BusCounters()
-        self._trace: deque[TraceEntry] = deque(maxlen=trace_size)
+        # raw runs as (direction, bytes, wall clock, monotonic, meter); formatted into
+        # TraceEntry only when asked for (:meth:`trace`), not on every read
+        self._trace: deque[tuple[str, bytes, float, float, str]] = deque(maxlen=trace_size)
         self._health: dict[str, MeterHealth] = {}
         self._line = line or Line(config, on_bytes=self._on_bytes)
         if line is not None:
@@ -332,7 +334,13 @@ class BusMaster:
     def trace(self, meter: str | None = None) -> list[TraceEntry]:
         """The recent raw frames, oldest first (only ``meter``'s when given)."""
         entries = list(self._trace)
-        return [e for e in entries if meter is None or e.meter == meter]
+        return [
+            TraceEntry(
+                direction, data.hex(" ").upper(), datetime.fromtimestamp(wall, UTC), mono, who
+            )
+            for direction, data, wall, mono, who in entries
+            if meter is None or who == meter
+        ]
 
     def reconfigure(self, config: BusConfig) -> None:
         """Apply a changed bus config without a restart: timing at once (next
@@ -629,12 +637,4 @@ class BusMaster:
         else:
             self.counters.rx_bytes += len(data)
             self._rx_log += data
-        self._trace.append(
-            TraceEntry(
-                direction,
-                data.hex(" ").upper(),
-                datetime.now(UTC),
-                time.monotonic(),
-                self._current_meter,
-            )
-        )
+        self._trace.append((direction, data, time.time(), time.monotonic(), self._current_meter))
