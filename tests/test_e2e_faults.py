@@ -14,11 +14,13 @@ two consumers with one killed mid-batch (tests/test_central_ingest*.py).
 
 from __future__ import annotations
 
+import dataclasses
 import random
+import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +161,214 @@ def test_central_ingestion_down_for_a_simulated_day_then_back(tmp_path: Path) ->
             wait_drained(agent)
             assert uplink.health().nacks == 0
         assert_oracle_holds(chain, days)
+
+
+# --------------------------------------------------------------------------- fault script
+
+PUBACK = 4
+DROPS = 6
+
+
+def mqtt_packet_size(buffer: bytes) -> int | None:
+    """Bytes of the first whole MQTT packet in ``buffer`` (fixed header: type nibble and
+    flags, then the remaining length as a varint of ≤ 4 bytes), or None if incomplete."""
+    value, multiplier, index = 0, 1, 1
+    while True:
+        if index >= len(buffer):
+            return None
+        byte = buffer[index]
+        value += (byte & 0x7F) * multiplier
+        index += 1
+        if not byte & 0x80:
+            break
+        multiplier *= 128
+        if index > 4:
+            raise ValueError("malformed MQTT remaining length")
+    size = index + value
+    return size if len(buffer) >= size else None
+
+
+def test_mqtt_packet_size_reads_the_fixed_header() -> None:
+    puback = bytes([0x40, 0x02, 0x00, 0x01])
+    assert mqtt_packet_size(puback) == 4
+    assert mqtt_packet_size(puback[:3]) is None
+    big = bytes([0x32, 0xC1, 0x02]) + bytes(321)  # remaining length 321 as a 2-byte varint
+    assert mqtt_packet_size(big + puback) == 324
+    assert mqtt_packet_size(big[:100]) is None
+    assert mqtt_packet_size(b"\x30") is None
+
+
+class FaultProxy:
+    """A TCP proxy on 127.0.0.1 between the edge and a plaintext mosquitto that cuts MQTT
+    at packet boundaries: it withholds a seeded share of PUBACKs (both ways: the broker's
+    for the gateway's batches and births, the gateway's for central's acks) and drops each
+    of the first ``drops`` connections after a seeded number of packets."""
+
+    def __init__(self, seed: int, *, withhold: float, drops: int, packets: tuple[int, int]):
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.withhold = withhold
+        self.drops_left = drops
+        self.packets = packets
+        self.withheld = 0
+        self.dropped = 0
+        self.connections = 0
+        self.forwarded = 0
+        self.upstream = 0
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(8)
+        self.port: int = self.server.getsockname()[1]
+        self.closed = threading.Event()
+        self.sockets: list[socket.socket] = []
+
+    def start(self, upstream: int) -> int:
+        self.upstream = upstream
+        threading.Thread(target=self._accept, name="fault-proxy", daemon=True).start()
+        return self.port
+
+    def close(self) -> None:
+        self.closed.set()
+        self.server.close()
+        for sock in self.sockets:
+            close_quietly(sock)
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self.lock:
+                self.connections += 1
+                if self.drops_left > 0:
+                    self.drops_left -= 1
+                    cut_after: int | None = self.rng.randint(*self.packets)
+                else:
+                    cut_after = None
+                seed = self.rng.randrange(2**32)
+            self.sockets += [client, upstream]
+            link = _Link(self, client, upstream, cut_after, random.Random(seed))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(
+                    target=link.pump, args=(source, sink), name="fault-proxy-pump", daemon=True
+                ).start()
+
+
+def close_quietly(sock: socket.socket) -> None:
+    with suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+class _Link:
+    def __init__(
+        self,
+        proxy: FaultProxy,
+        client: socket.socket,
+        upstream: socket.socket,
+        cut_after: int | None,
+        rng: random.Random,
+    ) -> None:
+        self.proxy = proxy
+        self.client = client
+        self.upstream = upstream
+        self.cut_after = cut_after
+        self.rng = rng
+        self.packets = 0
+        self.lock = threading.Lock()
+        self.cut = False
+
+    def _cut(self) -> None:
+        if not self.cut:
+            self.cut = True
+            close_quietly(self.client)
+            close_quietly(self.upstream)
+
+    def pump(self, source: socket.socket, sink: socket.socket) -> None:
+        buffer = b""
+        try:
+            while True:
+                chunk = source.recv(65536)
+                if not chunk:
+                    break
+                buffer += chunk
+                while (size := mqtt_packet_size(buffer)) is not None:
+                    packet, buffer = buffer[:size], buffer[size:]
+                    with self.lock:
+                        if self.cut:
+                            return
+                        self.packets += 1
+                        if self.cut_after is not None and self.packets > self.cut_after:
+                            with self.proxy.lock:
+                                self.proxy.dropped += 1
+                            self._cut()
+                            return
+                        withhold = packet[0] >> 4 == PUBACK and (
+                            self.rng.random() < self.proxy.withhold
+                        )
+                    if withhold:
+                        with self.proxy.lock:
+                            self.proxy.withheld += 1
+                        continue
+                    sink.sendall(packet)
+                    with self.proxy.lock:
+                        self.proxy.forwarded += 1
+        except OSError:
+            pass
+        with self.lock:
+            self._cut()
+
+
+def test_broker_side_fault_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A TCP proxy of the test's own (127.0.0.1) between the edge uplink and mosquitto
+    parses MQTT packet boundaries and, seeded: withholds 30 % of the PUBACKs in both
+    directions and drops each of the first 6 connections after 3–20 packets, while 5
+    simulated days are collected and uploaded. The oracle holds, nothing is doubled
+    centrally (duplicate deliveries are absorbed by central's watermark), and nothing is
+    released early.
+
+    MQTT under TLS cannot be parsed, so this test alone runs a plaintext, anonymous,
+    test-only mosquitto listener (no ACL) and a plaintext uplink: the agent's
+    ``settings_from_config`` is wrapped to drop the TLS files. The TLS/ACL production
+    config is what the other tests here run."""
+    import edge_agent.uplink.wiring as wiring
+
+    plain = wiring.settings_from_config
+
+    def plaintext(config: Any) -> Any:
+        return dataclasses.replace(plain(config), ca_file=None, cert_file=None, key_file=None)
+
+    monkeypatch.setattr(wiring, "settings_from_config", plaintext)
+    proxy = FaultProxy(20261129, withhold=0.3, drops=DROPS, packets=(3, 20))
+    days = freeze_days(5)
+    try:
+        with open_chain(
+            tmp_path, tls=False, edge_port=lambda broker: proxy.start(broker.port)
+        ) as chain:
+            with running_agent(chain) as agent, NoEarlyRelease(chain, agent.log.acked_seq):
+                for day in days:
+                    chain.collect_day(agent, day)
+                    wait_drained(agent)
+                health = agent.uplink.health()
+                consumer = chain.consumer.stats().as_dict()
+            assert_oracle_holds(chain, days)
+    finally:
+        proxy.close()
+    print(
+        f"proxy: {proxy.connections} connections, {proxy.dropped} dropped, "
+        f"{proxy.withheld} PUBACKs withheld, {proxy.forwarded} packets forwarded; "
+        f"edge {health}; central {consumer}"
+    )
+    assert proxy.withheld >= 3 and proxy.dropped >= 3, (proxy.withheld, proxy.dropped)
+    assert health.connects == proxy.connections and health.nacks == 0
 
 
 # --------------------------------------------------------------------------- agent SIGKILL
