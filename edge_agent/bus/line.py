@@ -309,9 +309,8 @@ class Line:
                     return self._cut(parser, now, first_byte_at)
                 return None
             if window is not None and frame_length is not None and last_byte_at:
-                head_end = self._hold_until(window, buffered, frame_length, last_byte_at, char_time)
-                hold_until = head_end
-                hold_until = min(hold_until, last_byte_at + inter_byte_timeout, deadline)
+                end = self._hold_until(window, buffered, frame_length, last_byte_at, char_time)
+                hold_until = min(end, last_byte_at + inter_byte_timeout, deadline)
                 if hold_until - now > char_time:
                     drained_at = now
                     time.sleep(hold_until - now)
