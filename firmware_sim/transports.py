@@ -49,6 +49,9 @@ stray byte never delays the next request noticeably.
 """
 
 
+SPEED_RELEASE_INTERVAL_S = 0.05
+
+
 class LineDriver:
     """Drives one :class:`Bus` in real time over a byte-writing callable."""
 
@@ -214,7 +217,16 @@ class PtyTransport(_Served):
         self._driver = driver
         loop.add_reader(master_fd, self._readable)
         self._spawn(driver.run())
+        self._spawn(self._keep_speed_released())
         return self.path
+
+    async def _keep_speed_released(self) -> None:
+        """Re-park the speed even when no request came: an agent killed between opening
+        the port and sending would otherwise leave 2400 8E1 set, and every later open with
+        the same settings is refused (see :meth:`_release_speed`)."""
+        while True:
+            await asyncio.sleep(SPEED_RELEASE_INTERVAL_S)
+            self._release_speed()
 
     def _readable(self) -> None:
         try:
