@@ -340,6 +340,25 @@ def truth_freezes(sim: Any, meters: list[DemoMeter], days: list[date]) -> dict[A
     return truth
 
 
+def stored_daily_readings(engine: Any) -> Sequence[Any]:
+    """Central's daily frozen readings as rows of (meter, obis, ts, value, corrections)."""
+    from sqlalchemy import select
+
+    from central.db.schema import readings
+
+    with engine.connect() as conn:
+        rows: Sequence[Any] = conn.execute(
+            select(
+                readings.c.meter,
+                readings.c.obis,
+                readings.c.ts,
+                readings.c.value,
+                readings.c.corrections,
+            ).where(readings.c.kind == "daily")
+        ).all()
+    return rows
+
+
 def reconcile(
     truth: dict[Any, Decimal], stored: Sequence[Any], meters: list[DemoMeter], days: list[date]
 ) -> Reconciliation:
@@ -549,10 +568,8 @@ def _run(
     stack: contextlib.ExitStack,
 ) -> dict[str, Any]:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from sqlalchemy import select
 
     from central.db import make_engine, upgrade
-    from central.db.schema import readings
     from central.ingest.consumer import BrokerConfig, IngestConsumer, import_registry
     from central.ingest.store import IngestStore
     from central.security import (
@@ -723,16 +740,7 @@ def _run(
     # -- the reconciliation --------------------------------------------------------------------
     runner.run(_tick(sim))  # the area up to the clock: every midnight snapshot taken
     truth = truth_freezes(sim, meters, freeze_days)
-    with engine.connect() as conn:
-        stored = conn.execute(
-            select(
-                readings.c.meter,
-                readings.c.obis,
-                readings.c.ts,
-                readings.c.value,
-                readings.c.corrections,
-            ).where(readings.c.kind == "daily")
-        ).all()
+    stored = stored_daily_readings(engine)
     result = reconcile(truth, stored, meters, freeze_days)
     energy = energy_check(
         sim,

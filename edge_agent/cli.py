@@ -30,7 +30,6 @@ from edge_agent.bus import BusMaster
 from edge_agent.config import ConfigError, EdgeConfig, load_config
 from edge_agent.control import ControlClient, ControlError, socket_is_live
 from edge_agent.service import (
-    NO_TASKS,
     Agent,
     AgentError,
     ledger_query,
@@ -40,7 +39,6 @@ from edge_agent.service import (
     plain,
     read_meter,
     scan_bus,
-    tasks_module,
 )
 from edge_agent.store import StoreError
 
@@ -732,13 +730,6 @@ def bus_trace(state: State, name: str | None, meter: str | None, limit: int, as_
 # tasks, ledger, backfill, clock (the collector)
 
 
-def _need_tasks() -> Any:
-    module = tasks_module()
-    if module is None:
-        raise RuntimeFailure(NO_TASKS)
-    return module
-
-
 def _tasks_text(data: dict[str, Any]) -> str:
     rows = []
     for name, entry in data.get("tasks", {}).items():
@@ -768,7 +759,6 @@ def _tasks_text(data: dict[str, Any]) -> str:
 @json_option
 @pass_state
 def tasks(state: State, as_json: bool) -> None:
-    _need_tasks()
     client = state.daemon()
     try:
         data = _remote(client, "tasks") if client else offline_tasks(state.config)
@@ -793,7 +783,6 @@ def tasks(state: State, as_json: bool) -> None:
 @json_option
 @pass_state
 def ledger(state: State, task: str | None, day: datetime | None, limit: int, as_json: bool) -> None:
-    _need_tasks()
     try:
         data = ledger_query(state.config, task, day.date() if day else None, limit)
     except AgentError as exc:
@@ -826,7 +815,6 @@ def ledger(state: State, task: str | None, day: datetime | None, limit: int, as_
 @json_option
 @pass_state
 def backfill(state: State, meter: str, days: int | None, as_json: bool) -> None:
-    _need_tasks()
     meters = None if meter == "all" else [meter]
     result = state.call("backfill", days=days, meters=meters)
 
@@ -854,7 +842,6 @@ def clock() -> None:
 
 
 def _clock(state: State, meters: tuple[str, ...], sync: bool, as_json: bool) -> None:
-    _need_tasks()
     result = state.call("clock", meters=list(meters) or None, sync=sync)
     columns = ["meter", "bus", "decision", "offset_s", "synced", "method", "reason"]
     emit(result, as_json, lambda rows: _table(rows, columns))

@@ -24,7 +24,6 @@ the same name (``status``, ``read``, ``scan``, ``bus_stats``, ``bus_trace``, ``t
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 import os
@@ -45,6 +44,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from edge_agent import __version__
+from edge_agent import tasks as collection
 from edge_agent.archive import Meter, MeterArchive
 from edge_agent.bus import BusMaster, Priority, TransactionResult
 from edge_agent.config import BusConfig, EdgeConfig, config_hash
@@ -75,7 +75,6 @@ __all__ = [
     "read_meter",
     "scan_bus",
     "sd_notify",
-    "tasks_module",
 ]
 
 logger = logging.getLogger("edge_agent")
@@ -136,15 +135,7 @@ def _watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None
 # The tasks package (built in parallel; the agent runs without it)
 
 
-def tasks_module() -> Any | None:
-    """``edge_agent.tasks`` when this build has it (collector, ledger), else None."""
-    try:
-        return importlib.import_module("edge_agent.tasks")
-    except ImportError:
-        return None
-
-
-NO_TASKS = "collection tasks are not available in this build (edge_agent.tasks is missing)"
+NO_COLLECTOR = "the collector is not running yet; try again once the daemon has started"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,17 +439,14 @@ def offline_status(config: EdgeConfig) -> dict[str, Any]:
 
 def offline_tasks(config: EdgeConfig, *, now: datetime | None = None) -> dict[str, Any]:
     """Per task: last slot, last run and today's success, from the ledger (read-only)."""
-    tasks = tasks_module()
-    if tasks is None:
-        raise AgentError(NO_TASKS)
     path = ledger_path(config)
     if not path.exists():
         raise AgentError(f"no ledger at {path} yet; the daemon creates it on its first start")
     zone = config.gateway.timezone
     today = (now or datetime.now(UTC)).astimezone(ZoneInfo(zone)).date()
-    with tasks.Ledger(path, zone=zone, readonly=True) as ledger:
+    with collection.Ledger(path, zone=zone, readonly=True) as ledger:
         entries: dict[str, Any] = {}
-        for task in tasks.TASKS:
+        for task in collection.TASKS:
             last_slot = ledger.last_slot(task)
             last_run = ledger.last_run(task)
             entries[task] = {
@@ -473,13 +461,10 @@ def ledger_query(
     config: EdgeConfig, task: str | None = None, day: date | None = None, limit: int = 200
 ) -> dict[str, Any]:
     """The ledger's slots (oldest first, up to ``limit``) and success over the same filter."""
-    tasks = tasks_module()
-    if tasks is None:
-        raise AgentError(NO_TASKS)
     path = ledger_path(config)
     if not path.exists():
         raise AgentError(f"no ledger at {path} yet; the daemon creates it on its first start")
-    with tasks.Ledger(path, zone=config.gateway.timezone, readonly=True) as ledger:
+    with collection.Ledger(path, zone=config.gateway.timezone, readonly=True) as ledger:
         slots = ledger.slots(task=task, day=day, limit=limit or None)
         stats = ledger.success(task=task, day=day)
         return {
@@ -689,11 +674,10 @@ class Agent:
     def _make_collector(self, archive: MeterArchive) -> Any:
         if self.collector_factory is not None:
             return self.collector_factory(self, archive)
-        tasks = tasks_module()
-        if tasks is None:
-            return None
-        self.ledger = tasks.Ledger(ledger_path(self.config), zone=self.config.gateway.timezone)
-        return tasks.Collector(self.config, archive, self.log, self.masters, self.ledger)
+        if self.log is None:
+            raise AgentError("the edge log is not open; the scheduler starts after open()")
+        self.ledger = collection.Ledger(ledger_path(self.config), zone=self.config.gateway.timezone)
+        return collection.Collector(self.config, archive, self.log, self.masters, self.ledger)
 
     def _wait_for_work(self) -> None:
         deadline = time.monotonic() + self.tick_s
@@ -849,7 +833,7 @@ class Agent:
 
     def _collector(self) -> Any:
         if self.collector is None:
-            raise AgentError(NO_TASKS)
+            raise AgentError(NO_COLLECTOR)
         return self.collector
 
     def tasks(self) -> Any:

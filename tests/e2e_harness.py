@@ -30,10 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from mosquitto_fixture import Broker, start_broker
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from central.db import make_engine, upgrade
-from central.db.schema import readings
 from central.demo import (
     COLLECT_AT,
     GATEWAY,
@@ -49,6 +48,7 @@ from central.demo import (
     demo_meters,
     edge_toml,
     reconcile,
+    stored_daily_readings,
     truth_freezes,
 )
 from central.ingest.consumer import BrokerConfig, IngestConsumer, import_registry
@@ -195,17 +195,7 @@ class Chain:
         """Central's daily readings against every meter model's own freeze of ``days``."""
         self.runner.run(_tick(self.sim))  # the area up to the clock: every freeze taken
         truth = truth_freezes(self.sim, self.meters, days)
-        with self.engine.connect() as conn:
-            stored = conn.execute(
-                select(
-                    readings.c.meter,
-                    readings.c.obis,
-                    readings.c.ts,
-                    readings.c.value,
-                    readings.c.corrections,
-                ).where(readings.c.kind == "daily")
-            ).all()
-        return reconcile(truth, stored, self.meters, days)
+        return reconcile(truth, stored_daily_readings(self.engine), self.meters, days)
 
 
 def assert_oracle_holds(chain: Chain, days: list[date]) -> Reconciliation:

@@ -10,9 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from mosquitto_fixture import Broker, start_broker
-from sqlalchemy import Engine
-from test_central_ingest_support import (
+from central_ingest_support import (
     T0,
     events,
     gateway_double,
@@ -20,6 +18,8 @@ from test_central_ingest_support import (
     running_consumer,
     wait_for,
 )
+from mosquitto_fixture import Broker, start_broker
+from sqlalchemy import Engine
 
 from central.ingest.consumer import GatewayKeys, import_registry
 from central.ingest.store import IngestStore

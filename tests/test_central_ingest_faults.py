@@ -19,15 +19,15 @@ import time
 from pathlib import Path
 
 import pytest
-from mosquitto_fixture import Broker, start_broker
-from sqlalchemy import Engine, select
-from test_central_ingest_support import (
+from central_ingest_support import (
     GatewayDouble,
     gateway_double,
     make_batch,
     running_consumer,
     wait_for,
 )
+from mosquitto_fixture import Broker, start_broker
+from sqlalchemy import Engine, select
 
 from central.db import readings
 from central.ingest.store import IngestStore

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from test_edge_cli_helpers import (
+from edge_cli_helpers import (
     METER_645,
     METER_698,
     ROOT,

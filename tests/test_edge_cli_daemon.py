@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_edge_cli_helpers import (
+from edge_cli_helpers import (
     METER_645,
     METER_698,
     Daemon,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_edge_cli_helpers import (
+from edge_cli_helpers import (
     SimArea,
     fill_archive,
     invoke,

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_sim_bus_doubles import (
+from sim_bus_doubles import (
     ENERGY_DI,
     BrokenMeter,
     Meter645,

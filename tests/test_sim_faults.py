@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from test_sim_bus_doubles import (
+from sim_bus_doubles import (
     Meter645,
     Meter698,
     MeterModbus,

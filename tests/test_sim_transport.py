@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import serial
-from test_sim_bus_doubles import (
+from sim_bus_doubles import (
     BrokenMeter,
     Meter645,
     master_events,

@@ -73,10 +73,6 @@ METER_645 = "000000000011"
 METER_698 = "000000000022"
 
 
-def test_helpers_module_is_importable() -> None:
-    assert "line-645" in AREA
-
-
 @dataclass
 class SimArea:
     process: subprocess.Popen[str]
