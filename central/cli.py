@@ -17,6 +17,9 @@ import click
 
 import central
 from central import __version__
+from central.api.cli import api as api_group
+from central.api.cli import user as user_group
+from central.ops.cli import ops as ops_group
 from central.security import (
     BrokerSettings,
     DeviceCA,
@@ -29,6 +32,7 @@ from central.security import (
 )
 from central.security.ca import write_public_file
 from central.security.enrolment import ca_directory
+from central.vee.cli import vee as vee_group
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -567,6 +571,13 @@ def demo(
     else:
         click.echo(format_summary(summary))
     sys.exit(0 if summary["holds"] else 1)
+
+
+# The groups of later capabilities live beside their libraries (one owner each).
+cli.add_command(vee_group)
+cli.add_command(ops_group)
+cli.add_command(api_group)
+cli.add_command(user_group)
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     PrimaryKeyConstraint,
@@ -126,7 +127,22 @@ readings = Table(
         server_default=text("0"),
         comment="times a higher seq replaced the value",
     ),
+    Column(
+        "vee_status",
+        String(16),
+        nullable=True,
+        comment="NULL: not validated yet (new or corrected); else the VEE outcome",
+    ),
     PrimaryKeyConstraint("meter", "obis", "ts"),
+)
+# The VEE worker's queue: only readings still waiting for validation are in this index.
+Index(
+    "ix_readings_vee_pending",
+    readings.c.meter,
+    readings.c.obis,
+    readings.c.ts,
+    sqlite_where=readings.c.vee_status.is_(None),
+    postgresql_where=readings.c.vee_status.is_(None),
 )
 
 ingest_watermarks = Table(
@@ -173,3 +189,10 @@ statistics = Table(
     Column("received_at", UTCDateTime, nullable=False),
     PrimaryKeyConstraint("gateway", "seq"),
 )
+
+
+# Tables of later capabilities live in their own modules on this metadata (one owner each);
+# importing them here makes ``metadata`` describe the whole schema.
+from central.db import auth_tables, ops_tables, vee_tables  # noqa: E402
+
+LATER_TABLE_MODULES: Final = (auth_tables, ops_tables, vee_tables)

@@ -43,7 +43,7 @@ from operator import itemgetter
 from sqlite3 import sqlite_version_info
 from typing import Any, Final, Protocol
 
-from sqlalchemy import Engine, and_, func, literal_column, select, update
+from sqlalchemy import Engine, and_, bindparam, func, literal_column, null, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -683,10 +683,13 @@ class IngestStore:
         statement stores a whole batch — a multi-row VALUES on SQLite, ``unnest`` of one
         array per column on PostgreSQL (a single prepared statement whatever the size).
         """
-        stmt = self._insert(readings)
+        # Only the columns the fast path binds: vee_status starts NULL (waiting for VEE).
+        stmt = self._insert(readings).values({name: bindparam(name) for name in _READING_COLUMNS})
         excluded = stmt.excluded
         set_: dict[str, Any] = {name: excluded[name] for name in _CORRECTED_COLUMNS}
         set_["corrections"] = readings.c.corrections + literal_column("1")
+        # A corrected value has not been validated: back into the VEE queue.
+        set_["vee_status"] = null()
         upsert = stmt.on_conflict_do_update(
             index_elements=["meter", "obis", "ts"],
             set_=set_,
