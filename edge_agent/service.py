@@ -24,6 +24,7 @@ the same name (``status``, ``read``, ``scan``, ``bus_stats``, ``bus_trace``, ``t
 
 from __future__ import annotations
 
+import faulthandler
 import inspect
 import logging
 import os
@@ -79,6 +80,7 @@ __all__ = [
 
 logger = logging.getLogger("edge_agent")
 
+SIGNAL_POLL_S = 0.2  # the main loop's longest wait: how late a stop signal can be seen
 STOP_GRACE_S = 2.0  # on SIGTERM, how long a running pass may go on (systemd stop < 5 s)
 TICK_S = 1.0  # scheduler idle wait: event-driven otherwise, never a busy loop (edge.md D8)
 _OBIS_RE = re.compile(r"^\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3}$")
@@ -586,7 +588,14 @@ class Agent:
             self.config.control.socket,
         )
         interval = _watchdog_interval(self.environ) or 10.0
-        while not self._stop.wait(interval):
+        next_feed = time.monotonic() + interval
+        # Wait in short slices: the kernel may deliver SIGTERM to any thread, and then a
+        # main thread blocked in one long wait runs the Python handler only when that wait
+        # times out (CPython runs handlers on the main thread) — a stop that took 10 s.
+        while not self._stop.wait(SIGNAL_POLL_S):
+            if time.monotonic() < next_feed:
+                continue
+            next_feed += interval
             # The watchdog is fed only while the scheduler is alive: a stuck scheduler
             # gets the process restarted by systemd instead of silently collecting nothing.
             if self._scheduler is not None and self._scheduler.is_alive():
@@ -628,6 +637,9 @@ class Agent:
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous[signum] = signal.signal(signum, on_signal)
+        # `kill -USR1 PID` prints every thread's stack to stderr (the journal): how a
+        # technician or a test finds out what a daemon that will not stop is waiting for.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
         try:
             self.open()
             try:

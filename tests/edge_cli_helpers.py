@@ -202,7 +202,18 @@ class Daemon:
         """SIGTERM; the exit status, how long it took and stderr."""
         started = time.monotonic()
         self.process.send_signal(signal.SIGTERM)
-        _, err = self.process.communicate(timeout=timeout)
+        try:
+            _, err = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # Still running: have it print every thread's stack (SIGUSR1), then kill it, so
+            # the failure says what it was waiting for.
+            self.process.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
+            self.process.kill()
+            _, err = self.process.communicate()
+            raise AssertionError(
+                f"edge-agent did not stop within {timeout} s of SIGTERM; its stacks:\n{err}"
+            ) from None
         return self.process.returncode, time.monotonic() - started, err
 
 
