@@ -24,6 +24,7 @@ the same name (``status``, ``read``, ``scan``, ``bus_stats``, ``bus_trace``, ``t
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import inspect
 import logging
@@ -639,7 +640,8 @@ class Agent:
             previous[signum] = signal.signal(signum, on_signal)
         # `kill -USR1 PID` prints every thread's stack to stderr (the journal): how a
         # technician or a test finds out what a daemon that will not stop is waiting for.
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            faulthandler.register(signal.SIGUSR1, all_threads=True)  # needs a real stderr
         try:
             self.open()
             try:
