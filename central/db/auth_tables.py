@@ -12,6 +12,8 @@ builds them is ``central/db/migrations/versions/0005_auth.py``.
 * ``api_keys`` — only a SHA-256 of each key's secret is stored; the key is shown once.
 * ``audit_log`` — one row per write through the API (and per refused write attempt): who,
   when, route, object, before/after summary, request id.
+* ``ix_gateway_events_meter_id`` — an index on ``gateway_events`` (declared in
+  ``central.db.schema``) for the API's "events of one meter, newest first" page.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from sqlalchemy import (
     text,
 )
 
-from central.db.schema import metadata
+from central.db.schema import gateway_events, metadata
 from central.db.types import UTCDateTime
 
 __all__ = [
@@ -117,3 +119,6 @@ audit_log = Table(
     Index("ix_audit_log_object_type_object_id", "object_type", "object_id"),
     Index("ix_audit_log_actor", "actor"),
 )
+
+# The API pages through one meter's events newest first (GET /meters/{meter}/events).
+Index("ix_gateway_events_meter_id", gateway_events.c.meter, gateway_events.c.id)

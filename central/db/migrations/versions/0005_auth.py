@@ -111,9 +111,11 @@ def upgrade() -> None:
         ["object_type", "object_id"],
         unique=False,
     )
+    op.create_index("ix_gateway_events_meter_id", "gateway_events", ["meter", "id"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_gateway_events_meter_id", table_name="gateway_events")
     op.drop_index("ix_audit_log_object_type_object_id", table_name="audit_log")
     op.drop_index("ix_audit_log_at", table_name="audit_log")
     op.drop_index("ix_audit_log_actor", table_name="audit_log")

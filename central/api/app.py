@@ -1,0 +1,152 @@
+"""The application factory: ``create_app()`` builds the back-office API.
+
+``uvicorn --factory central.api.app:create_app`` (what ``central api serve`` runs) calls it
+with no arguments: settings from ``M2C_*`` (``central.settings``), an engine on
+``M2C_DATABASE_URL``. Tests pass their own settings and engine.
+
+Composition: request id (outermost) → body size limit → FastAPI (error handlers, routers
+under ``/api/v1``, ``/healthz``). OpenAPI is at ``/api/v1/openapi.json``, the interactive
+docs at ``/api/v1/docs``. At start-up the factory refuses to build an app in which a route
+declares no roles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from sqlalchemy import Engine
+
+import central
+from central import audit
+from central.api import errors
+from central.api.deps import READ_METHODS, ApiConfig, ApiState, ObjectNotFound
+from central.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from central.api.routes import audit as audit_routes
+from central.api.routes import auth, commands, gateways, meters, readings, users
+from central.api.routing import ApiRouter, route_roles
+from central.settings import Settings
+
+__all__ = ["API_PREFIX", "ROUTERS", "create_app", "undeclared_routes"]
+
+API_PREFIX: Final = "/api/v1"
+
+#: Every router of the API, mounted under /api/v1 (``health`` at the root).
+ROUTERS: Final[tuple[ApiRouter, ...]] = (
+    auth.router,
+    gateways.router,
+    meters.router,
+    readings.router,
+    commands.router,
+    users.router,
+    audit_routes.router,
+)
+
+
+def undeclared_routes(app: FastAPI) -> list[str]:
+    """Routes of ``app`` that declare no roles (must be none)."""
+    return [
+        f"{sorted(route.methods or ())} {route.path}"
+        for route in app.routes
+        if isinstance(route, APIRoute) and route_roles(route) is None
+    ]
+
+
+def _refused_write(request: Request, exc: errors.ApiError) -> bool:
+    if request.method in READ_METHODS or getattr(request.state, "user", None) is None:
+        return False
+    return exc.status == 403 or isinstance(exc, ObjectNotFound)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine: Engine | None = None,
+    config: ApiConfig | None = None,
+    command_publisher: Any = None,
+) -> FastAPI:
+    """The API application. Without ``engine`` it makes one from ``settings`` and disposes
+    of it at shutdown; migrations are not run here (``central api serve`` runs them once
+    before starting workers)."""
+    from central.db import make_engine
+
+    settings = settings or Settings.from_env()
+    config = config or ApiConfig()
+    owns_engine = engine is None
+    state = ApiState(
+        settings=settings,
+        engine=engine if engine is not None else make_engine(settings.database_url),
+        config=config,
+        command_publisher=command_publisher,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owns_engine:
+            state.engine.dispose()
+
+    app = FastAPI(
+        title="meter2cash central API",
+        version=central.__version__,
+        description=(
+            "The back-office API of meter2cash: gateways, meters, readings with VEE "
+            "status, VEE exceptions, collection O&M figures, commands, users and the "
+            "audit log. Log in at POST /api/v1/auth/token (OAuth2 password flow); service "
+            "accounts send X-API-Key. Every error is "
+            '{"error": {"code", "message", "detail"}}.'
+        ),
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        swagger_ui_oauth2_redirect_url=f"{API_PREFIX}/docs/oauth2-redirect",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.api = state
+    errors.install(app)
+
+    async def api_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, errors.ApiError)
+        if _refused_write(request, exc):
+            await run_in_threadpool(_record_refusal, state.engine, request, exc)
+        return errors.error_response(exc.status, exc.code, exc.message, exc.detail, exc.headers)
+
+    app.add_exception_handler(errors.ApiError, api_error)
+
+    for router in ROUTERS:
+        app.include_router(router.router, prefix=API_PREFIX)
+    app.include_router(auth.health.router)
+
+    missing = undeclared_routes(app)
+    if missing:
+        raise RuntimeError(f"routes without declared roles: {', '.join(missing)}")
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)  # added last: outermost
+    return app
+
+
+def _record_refusal(engine: Engine, request: Request, exc: errors.ApiError) -> None:
+    """A refused write is a security event: one audit row, outcome ``denied``."""
+    user = request.state.user
+    route = request.scope.get("route")
+    extra = getattr(route, "openapi_extra", None) or {}
+    object_id = next(iter(request.path_params.values()), None)
+    with engine.begin() as conn:
+        audit.record(
+            conn,
+            actor=user.name,
+            actor_role=user.role,
+            action=extra.get("x-action") or "unknown",
+            outcome="denied",
+            method=request.method,
+            route=getattr(route, "path", request.url.path),
+            object_id=None if object_id is None else str(object_id),
+            after={"status": exc.status, "code": exc.code, "message": exc.message},
+            request_id=getattr(request.state, "request_id", None),
+        )

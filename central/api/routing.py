@@ -1,0 +1,198 @@
+"""Routes that declare their roles, and the pagination every list shares.
+
+``ApiRouter`` wraps FastAPI's ``APIRouter``: every route must say ``roles=`` (a set of
+roles, or :data:`PUBLIC`). The router attaches the role check and the object-level check
+(``central.api.deps``) and writes the roles into the route's OpenAPI entry as ``x-roles``,
+where the authorization-matrix test and ``docs/api.md`` read them. A write route also names
+its audit ``action`` (``x-action``). ``central.api.app`` refuses to start if any route under
+``/api/v1`` lacks ``x-roles``.
+
+Pagination: lists answer ``{"items": [...], "next": "<cursor>" | null}``. Pass ``next`` back
+as ``after=`` for the following page; ``limit`` is 1–500 (default 100). Cursors are opaque
+(base64 of a small JSON array) and tied to the list's order.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Annotated, Any, Final, Generic, TypeVar
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.params import Depends as DependsParam
+from pydantic import BaseModel, ConfigDict
+
+from central.api.deps import RoleCheck, authorize_objects
+from central.api.errors import ErrorResponse, Invalid
+from central.db.auth_tables import ROLES
+
+__all__ = [
+    "ALL_ROLES",
+    "MAX_LIMIT",
+    "PUBLIC",
+    "After",
+    "ApiRouter",
+    "Limit",
+    "Page",
+    "PublicModel",
+    "WriteModel",
+    "cursor_time",
+    "decode_cursor",
+    "encode_cursor",
+    "route_roles",
+]
+
+PUBLIC: Final = frozenset({"public"})
+ALL_ROLES: Final = frozenset(ROLES)
+MAX_LIMIT: Final = 500
+DEFAULT_LIMIT: Final = 100
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"Items per page (1-{MAX_LIMIT}).")]
+After = Annotated[
+    str | None,
+    Query(max_length=512, description="The `next` cursor of the previous page."),
+]
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+_ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    401: {"model": ErrorResponse, "description": "Not logged in, or the token/key is bad"},
+    403: {"model": ErrorResponse, "description": "Your role may not use this route"},
+    404: {"model": ErrorResponse, "description": "No such object (or not in your scope)"},
+    422: {"model": ErrorResponse, "description": "The request is not valid"},
+}
+
+
+class PublicModel(BaseModel):
+    """What the API returns."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class WriteModel(BaseModel):
+    """What a client sends: unknown fields are refused (422), so server-owned fields —
+    ids, timestamps, status — can never be set by mass assignment."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next: str | None = None
+
+
+def encode_cursor(*values: Any) -> str:
+    raw = json.dumps(list(values), separators=(",", ":"), default=str).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, *types: type) -> tuple[Any, ...] | None:
+    """The values of a cursor made by :func:`encode_cursor`; 422 when it is not one."""
+    if cursor is None:
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if not isinstance(values, list) or len(values) != len(types):
+            raise ValueError("wrong length")
+        decoded = []
+        for value, kind in zip(values, types, strict=True):
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ValueError("wrong type")
+            decoded.append(value)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise Invalid(
+            "the cursor 'after' is not one this list gave out: pass the 'next' value of "
+            "the previous page unchanged, or leave it out to start from the beginning",
+            code="invalid_cursor",
+        ) from None
+    return tuple(decoded)
+
+
+def cursor_time(value: str) -> datetime:
+    """A time stored in a cursor (ISO-8601 with its offset); 422 when it is not one."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        moment = None
+    if moment is None or moment.utcoffset() is None:
+        raise Invalid("the cursor 'after' is not valid", code="invalid_cursor")
+    return moment
+
+
+def route_roles(route: Any) -> frozenset[str] | None:
+    """The roles a route declares (None when it declares none)."""
+    extra = getattr(route, "openapi_extra", None) or {}
+    roles = extra.get("x-roles")
+    return None if roles is None else frozenset(roles)
+
+
+class ApiRouter:
+    """``APIRouter`` whose routes must declare ``roles`` (and, for writes, ``action``)."""
+
+    def __init__(self, *, prefix: str = "", tags: Iterable[str] = ()) -> None:
+        self.router = APIRouter(prefix=prefix, tags=list(tags))
+
+    def get(self, path: str, *, roles: frozenset[str], **kwargs: Any) -> Callable[[F], F]:
+        return self._route("GET", path, roles=roles, action=None, **kwargs)
+
+    def post(
+        self, path: str, *, roles: frozenset[str], action: str | None, **kwargs: Any
+    ) -> Callable[[F], F]:
+        return self._route("POST", path, roles=roles, action=action, **kwargs)
+
+    def patch(
+        self, path: str, *, roles: frozenset[str], action: str, **kwargs: Any
+    ) -> Callable[[F], F]:
+        return self._route("PATCH", path, roles=roles, action=action, **kwargs)
+
+    def delete(
+        self, path: str, *, roles: frozenset[str], action: str, **kwargs: Any
+    ) -> Callable[[F], F]:
+        return self._route("DELETE", path, roles=roles, action=action, **kwargs)
+
+    def _route(
+        self,
+        method: str,
+        path: str,
+        *,
+        roles: frozenset[str],
+        action: str | None,
+        **kwargs: Any,
+    ) -> Callable[[F], F]:
+        if not roles:
+            raise ValueError(f"{method} {path}: declare roles= (a set of roles, or PUBLIC)")
+        unknown = set(roles) - ALL_ROLES - PUBLIC
+        if unknown or (PUBLIC & roles and roles != PUBLIC):
+            raise ValueError(f"{method} {path}: unknown roles {sorted(unknown)} (or PUBLIC mixed)")
+        dependencies: list[DependsParam] = list(kwargs.pop("dependencies", []))
+        if roles != PUBLIC:
+            dependencies += [Depends(RoleCheck(frozenset(roles))), Depends(authorize_objects)]
+        extra = dict(kwargs.pop("openapi_extra", None) or {})
+        extra["x-roles"] = sorted(roles)
+        if action is not None:
+            extra["x-action"] = action
+        responses = dict(_ERROR_RESPONSES)
+        responses.update(kwargs.pop("responses", {}))
+        description = kwargs.pop("description", None)
+        roles_text = "anyone" if roles == PUBLIC else ", ".join(sorted(roles))
+
+        def decorator(endpoint: F) -> F:
+            doc = description or (endpoint.__doc__ or "").strip()
+            self.router.add_api_route(
+                path,
+                endpoint,
+                methods=[method],
+                dependencies=dependencies,
+                openapi_extra=extra,
+                responses=responses,
+                description=f"{doc}\n\n**Roles:** {roles_text}".strip(),
+                **kwargs,
+            )
+            return endpoint
+
+        return decorator
