@@ -20,6 +20,7 @@ PINNED = {
     "CentralState", "ClockSyncArgs", "Command", "CommandArgs", "CommandGuard",
     "CommandRefusedError", "CommandResult", "Death", "Envelope", "Message", "Nack",
     "PublicKeyLookup", "ReadNowArgs", "RebirthArgs", "RecordBatch", "ResendArgs", "ResyncArgs",
+    "ColumnarBatch", "READING_COLUMNS", "reading_columns",
     "Topic", "TopicMismatchError", "Verified", "WireEvent", "WireReading", "WireRecord",
     "WireStatistic", "ack_topic", "batch_topic", "birth_topic", "canonical_bytes",
     "canonical_json", "cmd_result_topic", "cmd_topic", "death_topic", "decode", "encode",

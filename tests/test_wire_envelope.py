@@ -162,7 +162,7 @@ def test_every_byte_is_covered_by_the_signature() -> None:
 
 def test_tampered_body_of_an_uncompressed_message_fails() -> None:
     payload = sign(realistic_batch(3), GW_KEY, "gw-1", compress=False)
-    tampered = payload.replace(b'"value":"', b'"value":"1', 1)
+    tampered = payload.replace(b'"value":["', b'"value":["1', 1)
     with pytest.raises(SignatureError) as caught:
         verify(tampered, lookup)
     assert caught.value.reason == "bad_signature"
@@ -256,7 +256,7 @@ def test_realistic_batch_size() -> None:
     plain = canonical_bytes(batch)
     # docs/protocol.md quotes these figures; D2.6 budgets ~60 bytes per record
     assert len(payload) / 500 < 40
-    assert len(plain) / 500 > 200
+    assert len(plain) / 500 > 100
     assert verify(payload, lookup) == batch
 
 

@@ -30,7 +30,7 @@ def generic_path_only() -> Iterator[None]:
     saved = wire_messages._batch_fast, wire_messages._reading_fast, wire_envelope._batch_fast
     wire_messages._batch_fast = lambda _body: None  # type: ignore[assignment]
     wire_messages._reading_fast = lambda _body: None  # type: ignore[assignment]
-    wire_envelope._batch_fast = lambda _data: None  # type: ignore[assignment]
+    wire_envelope._batch_fast = lambda _data, *_: None  # type: ignore[assignment]
     try:
         yield
     finally:

@@ -101,8 +101,8 @@ def test_batch_seq_invariants(seq_from: int, seq_to: int, seqs: list[int], words
 
 def test_a_bad_body_from_the_wire_is_malformed_not_local() -> None:
     body = batch(5, 9, [5, 6]).to_wire()
-    body["records"][1]["seq"] = 5
-    with pytest.raises(MalformedFrameError, match=r"batch: records\[1\].*rise strictly"):
+    body["readings"]["seq"][1] = 5
+    with pytest.raises(MalformedFrameError, match=r"batch: readings\[1\].*rise strictly"):
         RecordBatch.from_wire(body)
 
 

@@ -50,7 +50,13 @@ from shared_protocol.errors import (
     UnsupportedError,
 )
 from shared_protocol.wire._values import GATEWAY_ID_PATTERN
-from shared_protocol.wire.messages import MESSAGE_TYPES, Message, RecordBatch, _batch_from_pairs
+from shared_protocol.wire.messages import (
+    MESSAGE_TYPES,
+    ColumnarBatch,
+    Message,
+    RecordBatch,
+    _batch_from_pairs,
+)
 from shared_protocol.wire.topics import parse_topic
 
 __all__ = [
@@ -207,7 +213,7 @@ def _key_owner(key_id: str) -> str:
     return owner
 
 
-def _check_signer(key_id: object, message: Message, error: type[Exception]) -> None:
+def _check_signer(key_id: object, message: Message | ColumnarBatch, error: type[Exception]) -> None:
     """A gateway signs only its own messages; central signs only central's."""
     if not isinstance(key_id, str):
         raise error(f"key id must be a string, not {type(key_id).__name__}")
@@ -252,9 +258,10 @@ class Envelope:
 
 @dataclass(frozen=True, slots=True)
 class Verified:
-    """A message whose signature checked out, and the key that made it."""
+    """A message whose signature checked out, and the key that made it (a
+    :class:`ColumnarBatch` only when asked for with ``columnar``)."""
 
-    message: Message
+    message: Message | ColumnarBatch
     key_id: str
 
 
@@ -398,7 +405,7 @@ def _inflate(envelope: Envelope) -> bytes:
     return data
 
 
-def _batch_fast(data: bytes) -> Message | None:
+def _batch_fast(data: bytes, columnar: bool = False) -> Message | ColumnarBatch | None:
     """A compressed batch body decoded without building a dict per record (the ingest hot
     path), or None when anything is unusual — the caller then decodes it the generic way,
     which gives the usual error. Objects parse as tuples of pairs; ``_batch_from_pairs``
@@ -412,14 +419,16 @@ def _batch_fast(data: bytes) -> Message | None:
         )
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
-    return _batch_from_pairs(tree)
+    return _batch_from_pairs(tree, columnar)
 
 
-def _message(envelope: Envelope, topic: str | None) -> Message:
-    message: Message | None = None
+def _message(
+    envelope: Envelope, topic: str | None, columnar: bool = False
+) -> Message | ColumnarBatch:
+    message: Message | ColumnarBatch | None = None
     if envelope.type == "batch" and envelope.compressed:
         data = _inflate(envelope)
-        message = _batch_fast(data)
+        message = _batch_fast(data, columnar)
         if message is None:
             message = RecordBatch.from_wire(_parse_json(data, "batch body"))
     else:
@@ -433,7 +442,7 @@ class TopicMismatchError(MalformedFrameError):
     """A well-formed message on a topic it does not belong to (kind or gateway)."""
 
 
-def _check_topic(topic: str, message: Message) -> None:
+def _check_topic(topic: str, message: Message | ColumnarBatch) -> None:
     parsed = parse_topic(topic)
     if parsed.kind != _TOPIC_KIND[message.TYPE]:
         raise TopicMismatchError(f"a {message.TYPE} does not belong on {topic!r}")
@@ -448,13 +457,21 @@ def decode(payload: bytes, *, topic: str | None = None) -> Message:
     For unsigned types, tools and tests. Anything that acts on a signed type uses
     :func:`verify`. With ``topic``, the message must belong there (kind and gateway).
     """
-    return _message(open_envelope(payload), topic)
+    message = _message(open_envelope(payload), topic)
+    assert not isinstance(message, ColumnarBatch)  # only asked for with columnar=True
+    return message
 
 
 def verify_envelope(
-    payload: bytes, public_keys: PublicKeyLookup, *, topic: str | None = None
+    payload: bytes,
+    public_keys: PublicKeyLookup,
+    *,
+    topic: str | None = None,
+    columnar: bool = False,
 ) -> Verified:
-    """Authenticate ``payload`` (before decompressing it), then decode it."""
+    """Authenticate ``payload`` (before decompressing it), then decode it. With
+    ``columnar``, a batch whose readings came as columns (and pass the fast checks) is a
+    :class:`ColumnarBatch`: central's ingest hot path, which never builds a reading object."""
     envelope = open_envelope(payload)
     if envelope.signature is None or envelope.key_id is None:
         raise SignatureError(f"{envelope.type} is not signed", "unsigned")
@@ -473,14 +490,16 @@ def verify_envelope(
             f"{envelope.type} signature does not match key {envelope.key_id!r}",
             "bad_signature",
         ) from None
-    message = _message(envelope, topic)
+    message = _message(envelope, topic, columnar)
     _check_signer(envelope.key_id, message, SignatureError)
     return Verified(message, envelope.key_id)
 
 
 def verify(payload: bytes, public_keys: PublicKeyLookup, *, topic: str | None = None) -> Message:
     """The message of a signed payload; :class:`SignatureError` says why it is not trusted."""
-    return verify_envelope(payload, public_keys, topic=topic).message
+    message = verify_envelope(payload, public_keys, topic=topic).message
+    assert not isinstance(message, ColumnarBatch)  # only asked for with columnar=True
+    return message
 
 
 def nack_reason(error: ProtocolError) -> str:
