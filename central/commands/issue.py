@@ -224,9 +224,12 @@ def _check_target(conn: Connection, gateway: str, named: list[str]) -> None:
         )
     if not named:
         return
-    found = dict(
-        conn.execute(select(meters.c.meter, meters.c.gateway).where(meters.c.meter.in_(named)))
-    )
+    found = {
+        meter: owner
+        for meter, owner in conn.execute(
+            select(meters.c.meter, meters.c.gateway).where(meters.c.meter.in_(named))
+        )
+    }
     for meter in named:
         if meter not in found:
             raise CommandError(

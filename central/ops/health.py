@@ -61,13 +61,14 @@ def gateway_health(
     ids = sorted(states)
     if not ids:
         return []
-    archive: dict[str, int] = dict(
-        conn.execute(
+    archive: dict[str, int] = {
+        gateway_id: count
+        for gateway_id, count in conn.execute(
             select(meters.c.gateway, func.count())
             .where(meters.c.gateway.in_(ids))
             .group_by(meters.c.gateway)
         )
-    )
+    }
     marks = {
         row.gateway: row
         for row in conn.execute(
@@ -78,13 +79,14 @@ def gateway_health(
             ).where(ingest_watermarks.c.gateway.in_(ids))
         )
     }
-    waiting: dict[str, int] = dict(
-        conn.execute(
+    waiting: dict[str, int] = {
+        gateway_id: count
+        for gateway_id, count in conn.execute(
             select(commands.c.gateway, func.count())
             .where(commands.c.gateway.in_(ids), commands.c.status.in_(WAITING))
             .group_by(commands.c.gateway)
         )
-    )
+    }
     trouble = events_of_gateways(conn, ids, TROUBLE_CODES, moment - TROUBLE_WINDOW)
     success = _latest_daily_success(conn, ids, moment)
     result = []
