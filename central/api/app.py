@@ -19,7 +19,6 @@ from typing import Any, Final
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from sqlalchemy import Engine
 
 import central
@@ -29,12 +28,10 @@ from central.api.deps import READ_METHODS, ApiConfig, ApiState, ObjectNotFound
 from central.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from central.api.routes import audit as audit_routes
 from central.api.routes import auth, commands, gateways, meters, readings, users
-from central.api.routing import ApiRouter, route_roles
+from central.api.routing import API_PREFIX, ApiRouter, route_table
 from central.settings import Settings
 
 __all__ = ["API_PREFIX", "ROUTERS", "create_app", "undeclared_routes"]
-
-API_PREFIX: Final = "/api/v1"
 
 #: Every router of the API, mounted under /api/v1 (``health`` at the root).
 ROUTERS: Final[tuple[ApiRouter, ...]] = (
@@ -49,12 +46,8 @@ ROUTERS: Final[tuple[ApiRouter, ...]] = (
 
 
 def undeclared_routes(app: FastAPI) -> list[str]:
-    """Routes of ``app`` that declare no roles (must be none)."""
-    return [
-        f"{sorted(route.methods or ())} {route.path}"
-        for route in app.routes
-        if isinstance(route, APIRoute) and route_roles(route) is None
-    ]
+    """Operations of ``app`` that declare no roles (must be none)."""
+    return [f"{e.method} {e.path}" for e in route_table(app) if not e.roles]
 
 
 def _refused_write(request: Request, exc: errors.ApiError) -> bool:
@@ -118,9 +111,8 @@ def create_app(
 
     app.add_exception_handler(errors.ApiError, api_error)
 
-    for router in ROUTERS:
-        app.include_router(router.router, prefix=API_PREFIX)
-    app.include_router(auth.health.router)
+    for router in (*ROUTERS, auth.health):
+        app.include_router(router.router)
 
     missing = undeclared_routes(app)
     if missing:

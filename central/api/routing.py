@@ -18,10 +18,11 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Final, Generic, TypeVar
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, FastAPI, Query
 from fastapi.params import Depends as DependsParam
 from pydantic import BaseModel, ConfigDict
 
@@ -31,6 +32,7 @@ from central.db.auth_tables import ROLES
 
 __all__ = [
     "ALL_ROLES",
+    "API_PREFIX",
     "MAX_LIMIT",
     "PUBLIC",
     "After",
@@ -38,13 +40,17 @@ __all__ = [
     "Limit",
     "Page",
     "PublicModel",
+    "RouteEntry",
     "WriteModel",
     "cursor_time",
     "decode_cursor",
     "encode_cursor",
     "route_roles",
+    "route_table",
 ]
 
+#: Every API route lives under this prefix (``/healthz`` is the one exception).
+API_PREFIX: Final = "/api/v1"
 PUBLIC: Final = frozenset({"public"})
 ALL_ROLES: Final = frozenset(ROLES)
 MAX_LIMIT: Final = 500
@@ -131,8 +137,42 @@ def route_roles(route: Any) -> frozenset[str] | None:
     return None if roles is None else frozenset(roles)
 
 
+@dataclass(frozen=True, slots=True)
+class RouteEntry:
+    """One operation of the API as its OpenAPI document describes it."""
+
+    method: str
+    path: str
+    roles: frozenset[str] | None
+    action: str | None
+    summary: str
+
+
+def route_table(app: FastAPI) -> list[RouteEntry]:
+    """Every operation of ``app`` with its declared roles and audit action, read from the
+    OpenAPI document (the one complete, public list of what the app serves)."""
+    entries = []
+    for path, operations in app.openapi().get("paths", {}).items():
+        for method, operation in operations.items():
+            roles = operation.get("x-roles")
+            entries.append(
+                RouteEntry(
+                    method=method.upper(),
+                    path=path,
+                    roles=None if roles is None else frozenset(roles),
+                    action=operation.get("x-action"),
+                    summary=operation.get("summary", ""),
+                )
+            )
+    return sorted(entries, key=lambda entry: (entry.path, entry.method))
+
+
 class ApiRouter:
-    """``APIRouter`` whose routes must declare ``roles`` (and, for writes, ``action``)."""
+    """``APIRouter`` whose routes must declare ``roles`` (and, for writes, ``action``).
+
+    ``prefix`` is the full path prefix (``API_PREFIX + "/meters"``) and the app includes
+    the router without adding one, so a route's ``path`` — what the audit log records —
+    is the whole template (``/api/v1/meters/{meter}``)."""
 
     def __init__(self, *, prefix: str = "", tags: Iterable[str] = ()) -> None:
         self.router = APIRouter(prefix=prefix, tags=list(tags))

@@ -11,6 +11,7 @@ from pydantic import AwareDatetime
 from central import audit as library
 from central.api.deps import Conn
 from central.api.routing import (
+    API_PREFIX,
     After,
     ApiRouter,
     Limit,
@@ -22,7 +23,7 @@ from central.api.routing import (
 
 __all__ = ["router"]
 
-router = ApiRouter(prefix="/audit", tags=["audit"])
+router = ApiRouter(prefix=f"{API_PREFIX}/audit", tags=["audit"])
 
 
 class AuditEntryPublic(PublicModel):

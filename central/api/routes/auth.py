@@ -13,13 +13,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from central import audit
 from central.api.deps import Api, CurrentUser
 from central.api.errors import TooManyRequests, Unauthorized, Unavailable
-from central.api.routing import ALL_ROLES, PUBLIC, ApiRouter, PublicModel
+from central.api.routing import ALL_ROLES, API_PREFIX, PUBLIC, ApiRouter, PublicModel
 from central.api.tokens import issue_token
 from central.api.users import authenticate_password
 
 __all__ = ["health", "router"]
 
-router = ApiRouter(tags=["auth"])
+router = ApiRouter(prefix=API_PREFIX, tags=["auth"])
 health = ApiRouter(tags=["health"])
 
 

@@ -13,6 +13,7 @@ from central.api.deps import Api, AuditLog, Conn, CurrentUser
 from central.api.errors import NotFound
 from central.api.routing import (
     ALL_ROLES,
+    API_PREFIX,
     After,
     ApiRouter,
     Limit,
@@ -25,7 +26,7 @@ from central.api.routing import (
 
 __all__ = ["router"]
 
-router = ApiRouter(prefix="/commands", tags=["commands"])
+router = ApiRouter(prefix=f"{API_PREFIX}/commands", tags=["commands"])
 
 READERS = frozenset({"collection_om", "supervisor", "read_only", "admin"})
 ISSUERS = frozenset({"collection_om", "supervisor"})

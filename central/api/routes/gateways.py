@@ -12,6 +12,7 @@ from central.api.deps import Conn, CurrentUser
 from central.api.errors import NotFound
 from central.api.routing import (
     ALL_ROLES,
+    API_PREFIX,
     After,
     ApiRouter,
     Limit,
@@ -23,7 +24,7 @@ from central.api.routing import (
 
 __all__ = ["router"]
 
-router = ApiRouter(prefix="/gateways", tags=["gateways"])
+router = ApiRouter(prefix=f"{API_PREFIX}/gateways", tags=["gateways"])
 
 
 class GatewayPublic(PublicModel):

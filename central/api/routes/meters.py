@@ -14,6 +14,7 @@ from central.api.deps import Conn, CurrentUser
 from central.api.errors import Invalid, NotFound
 from central.api.routing import (
     ALL_ROLES,
+    API_PREFIX,
     After,
     ApiRouter,
     Limit,
@@ -26,7 +27,7 @@ from central.api.routing import (
 
 __all__ = ["SERIES_MAX_LIMIT", "router"]
 
-router = ApiRouter(prefix="/meters", tags=["meters"])
+router = ApiRouter(prefix=f"{API_PREFIX}/meters", tags=["meters"])
 
 #: A month of 15-minute points (31 × 96 = 2 976) fits one page of a time series.
 SERIES_MAX_LIMIT: Final = 3000

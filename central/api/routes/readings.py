@@ -14,6 +14,7 @@ from central.api import queries
 from central.api.deps import Conn, CurrentUser
 from central.api.routing import (
     ALL_ROLES,
+    API_PREFIX,
     After,
     ApiRouter,
     Limit,
@@ -26,7 +27,7 @@ from central.api.routing import (
 
 __all__ = ["router"]
 
-router = ApiRouter(prefix="/readings", tags=["readings"])
+router = ApiRouter(prefix=f"{API_PREFIX}/readings", tags=["readings"])
 
 
 class ReadingPublic(PublicModel):

@@ -15,6 +15,7 @@ from central.api.access import Scope
 from central.api.deps import AuditLog, Conn, CurrentUser
 from central.api.errors import Conflict, Invalid, NotFound
 from central.api.routing import (
+    API_PREFIX,
     After,
     ApiRouter,
     Limit,
@@ -29,7 +30,7 @@ from central.db.auth_tables import ROLES, users
 __all__ = ["router"]
 
 ADMIN = frozenset({"admin"})
-router = ApiRouter(prefix="/users", tags=["users"])
+router = ApiRouter(prefix=f"{API_PREFIX}/users", tags=["users"])
 
 Role = Literal["collection_om", "billing", "fee_collection", "supervisor", "read_only", "admin"]
 assert set(Role.__args__) == set(ROLES)  # type: ignore[attr-defined]

@@ -1,0 +1,200 @@
+"""The API tests' world (no tests here): a migrated database on SQLite or PostgreSQL with two
+gateways, three meters in three transformer areas, readings, meter events, commands and VEE
+data; one user per role plus a disabled one, two scoped O&M users and a service account; and
+the app in a TestClient. The fixtures that build it are in ``api_fixtures`` (load with
+``pytest_plugins = ["central_fixtures", "api_fixtures"]``).
+
+Layout (who sees what under the scoping model of ``central.api.access``)::
+
+    gw-a ── 000000000001  area TA-1      om-ta1 (area TA-1) sees meter 1 and gw-a
+        └── 000000000002  area TA-2
+    gw-b ── 000000000003  area TA-3      om-gwb (gateway gw-b) sees meter 3 and gw-b
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from central.api import users as user_library
+from central.api.access import Scope
+from central.api.app import create_app
+from central.api.deps import ApiConfig
+from central.api.tokens import issue_token
+from central.commands import MemoryPublisher, issue_command
+from central.ingest.store import IncomingEvent, IncomingReading, IngestStore, MeterEntry
+from central.settings import Settings
+from shared_protocol.wire import generate_private_key
+
+SECRET = "api-test-secret-" + "k" * 32
+PASSWORD = "correct horse battery staple"
+ROLES = ("collection_om", "billing", "fee_collection", "supervisor", "read_only", "admin")
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+HOURS = 48
+METERS = {
+    "000000000001": ("gw-a", "TA-1"),
+    "000000000002": ("gw-a", "TA-2"),
+    "000000000003": ("gw-b", "TA-3"),
+}
+ENERGY = "1-0:1.8.0"
+VOLTAGE = "1-0:32.7.0"
+
+
+def energy_at(meter: str, hour: int) -> Decimal:
+    """The seeded register: meter n starts at 1000·n kWh and adds 0.25·n kWh an hour."""
+    n = int(meter)
+    return Decimal(1000 * n) + Decimal("0.25") * n * hour
+
+
+@dataclass
+class ApiWorld:
+    app: FastAPI
+    client: TestClient
+    engine: Engine
+    publisher: MemoryPublisher
+    tokens: dict[str, str]
+    api_key: str
+    api_key_id: str
+    commands: dict[str, str] = field(default_factory=dict)  # gateway -> a command id
+    counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def auth(self, who: str | None) -> dict[str, str]:
+        """Headers for a principal: a user name, ``svc`` (API key) or None (anonymous)."""
+        if who is None:
+            return {}
+        if who == "svc":
+            return {"X-API-Key": self.api_key}
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+    def request(self, method: str, path: str, who: str | None, **kwargs: Any) -> Any:
+        headers = {**self.auth(who), **kwargs.pop("headers", {})}
+        return self.client.request(method, path, headers=headers, **kwargs)
+
+    def unique(self, prefix: str) -> str:
+        return f"{prefix}{next(self.counter)}"
+
+
+def _seed_readings(store: IngestStore) -> None:
+    for gateway in ("gw-a", "gw-b"):
+        store.enroll_gateway(gateway, at=T0 - timedelta(days=30))
+        archive = [
+            MeterEntry(meter=m, address=m, protocol="dlt645", bus="bus1", transformer_area=area)
+            for m, (gw, area) in METERS.items()
+            if gw == gateway
+        ]
+        store.record_birth(
+            gateway,
+            1,
+            {"software_version": "1.0.0", "log_depth": 0, "clock_offset_s": 0.5},
+            T0,
+            archive=archive,
+        )
+        seq = 0
+        records = []
+        events = []
+        for meter, (gw, _area) in METERS.items():
+            if gw != gateway:
+                continue
+            for hour in range(HOURS):
+                seq += 1
+                ts = T0 + timedelta(hours=hour)
+                records.append(
+                    IncomingReading(
+                        seq,
+                        meter,
+                        ENERGY,
+                        ts,
+                        energy_at(meter, hour),
+                        "kWh",
+                        "curve",
+                        "scheduled",
+                        "ok",
+                        ts + timedelta(seconds=5),
+                    )
+                )
+            seq += 1
+            records.append(
+                IncomingReading(
+                    seq,
+                    meter,
+                    VOLTAGE,
+                    T0 + timedelta(hours=HOURS - 1),
+                    Decimal("229.5"),
+                    "V",
+                    "instant",
+                    "scheduled",
+                    "ok",
+                    T0 + timedelta(hours=HOURS - 1),
+                )
+            )
+            for code in ("power_down", "power_up", "cover_open"):
+                seq += 1
+                events.append(
+                    IncomingEvent(seq, code, T0 + timedelta(hours=seq % 24), {"n": seq}, meter)
+                )
+        store.apply_batch(gateway, 1, 1, seq, records, events)
+
+
+def build_world(engine: Engine, tmp_path: Path) -> ApiWorld:
+    _seed_readings(IngestStore(engine))
+    key = generate_private_key()
+    publisher = MemoryPublisher(key)
+    settings = Settings(
+        env="development",
+        database_url=str(engine.url),
+        broker_url="mqtt://127.0.0.1:1",
+        secret_key=SECRET,
+        command_key_path=tmp_path / "no-command.key",
+        device_ca_key_path=tmp_path / "no-ca.key",
+        device_ca_cert_path=tmp_path / "no-ca.pem",
+    )
+    tokens: dict[str, str] = {}
+    with engine.begin() as conn:
+        people: list[tuple[str, str, Scope, bool]] = [
+            (role, role, Scope(), False) for role in ROLES
+        ]
+        people += [
+            ("disabled", "admin", Scope(), True),
+            ("om-ta1", "collection_om", Scope(areas=frozenset({"TA-1"})), False),
+            ("om-gwb", "collection_om", Scope(gateways=frozenset({"gw-b"})), False),
+        ]
+        for name, role, scope, disabled in people:
+            user = user_library.add_user(conn, name, role, password=PASSWORD, scope=scope)
+            if disabled:
+                user_library.update_user(conn, user.name, disabled=True)
+            tokens[name], _ = issue_token(user.id, user.name, SECRET, timedelta(minutes=15))
+        user_library.add_user(conn, "svc", "billing", kind="service")
+        api_key, info = user_library.issue_api_key(conn, "svc")
+    world = ApiWorld(
+        app=create_app(settings, engine=engine, config=ApiConfig(), command_publisher=publisher),
+        client=None,  # type: ignore[arg-type]
+        engine=engine,
+        publisher=publisher,
+        tokens=tokens,
+        api_key=api_key,
+        api_key_id=info.id,
+    )
+    world.client = TestClient(world.app, raise_server_exceptions=False)
+    for gateway, meter in (("gw-a", "000000000001"), ("gw-b", "000000000003")):
+        row = issue_command(
+            engine,
+            publisher,
+            gateway=gateway,
+            kind="read_now",
+            args={"meter": meter, "what": ENERGY},
+            requested_by="seed",
+        )
+        world.commands[gateway] = row["id"]
+    return world
+
+
+ExampleRequest = Callable[[ApiWorld], dict[str, Any]]
