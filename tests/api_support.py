@@ -198,3 +198,57 @@ def build_world(engine: Engine, tmp_path: Path) -> ApiWorld:
 
 
 ExampleRequest = Callable[[ApiWorld], dict[str, Any]]
+
+SERIES = {"obis": ENERGY, "start": T0.isoformat(), "end": (T0 + timedelta(days=2)).isoformat()}
+
+
+def _new_user(world: ApiWorld) -> dict[str, Any]:
+    return {"json": {"name": world.unique("new-user-"), "role": "read_only", "password": PASSWORD}}
+
+
+def _revocable_key(world: ApiWorld) -> dict[str, Any]:
+    with world.engine.begin() as conn:
+        name = world.unique("svc-")
+        user_library.add_user(conn, name, "read_only", kind="service")
+        _, info = user_library.issue_api_key(conn, name)
+    return {"path": {"name": name, "key_id": info.id}}
+
+
+#: (method, route template) → the valid request an allowed principal makes. Every route of
+#: the app must have one (tests/test_api_authz.py), so every route joins the matrix.
+ROUTE_EXAMPLES: dict[tuple[str, str], ExampleRequest] = {
+    ("POST", "/api/v1/auth/token"): lambda w: {
+        "data": {"username": "read_only", "password": PASSWORD}
+    },
+    ("GET", "/healthz"): lambda w: {},
+    ("GET", "/api/v1/me"): lambda w: {},
+    ("GET", "/api/v1/gateways"): lambda w: {},
+    ("GET", "/api/v1/gateways/{gateway}"): lambda w: {"path": {"gateway": "gw-a"}},
+    ("GET", "/api/v1/meters"): lambda w: {"params": {"gateway": "gw-a"}},
+    ("GET", "/api/v1/meters/{meter}"): lambda w: {"path": {"meter": "000000000001"}},
+    ("GET", "/api/v1/meters/{meter}/latest"): lambda w: {"path": {"meter": "000000000001"}},
+    ("GET", "/api/v1/meters/{meter}/series"): lambda w: {
+        "path": {"meter": "000000000001"},
+        "params": SERIES,
+    },
+    ("GET", "/api/v1/meters/{meter}/events"): lambda w: {"path": {"meter": "000000000001"}},
+    ("GET", "/api/v1/readings"): lambda w: {"params": {"meter": "000000000002", "limit": 5}},
+    ("GET", "/api/v1/commands"): lambda w: {"params": {"gateway": "gw-a"}},
+    ("GET", "/api/v1/commands/{command_id}"): lambda w: {
+        "path": {"command_id": w.commands["gw-a"]}
+    },
+    ("POST", "/api/v1/commands"): lambda w: {
+        "json": {"kind": "read_now", "gateway": "gw-a", "meter": "000000000001"}
+    },
+    ("GET", "/api/v1/users"): lambda w: {},
+    ("POST", "/api/v1/users"): _new_user,
+    ("GET", "/api/v1/users/{name}"): lambda w: {"path": {"name": "billing"}},
+    ("PATCH", "/api/v1/users/{name}"): lambda w: {
+        "path": {"name": "read_only"},
+        "json": {"role": "read_only"},
+    },
+    ("GET", "/api/v1/users/{name}/api-keys"): lambda w: {"path": {"name": "svc"}},
+    ("POST", "/api/v1/users/{name}/api-keys"): lambda w: {"path": {"name": "svc"}},
+    ("DELETE", "/api/v1/users/{name}/api-keys/{key_id}"): _revocable_key,
+    ("GET", "/api/v1/audit"): lambda w: {"params": {"limit": 10}},
+}

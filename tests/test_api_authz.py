@@ -3,7 +3,7 @@ service account's API key, anonymous, a disabled user, an expired token) gets ex
 "allowed" (2xx with a valid request), 403 or 401 — on SQLite and PostgreSQL.
 
 The expected answer comes from the roles each route declares (``x-roles``); the request for
-each route comes from ``EXAMPLES`` below, and a route without an example or without
+each route comes from ``api_support.ROUTE_EXAMPLES``, and a route without an example or without
 declared roles fails the test, so no route can be added without joining the matrix.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from api_support import ENERGY, PASSWORD, ROLES, SECRET, T0, ApiWorld, ExampleRequest
+from api_support import ROLES, ROUTE_EXAMPLES, SECRET, ApiWorld
 
 from central.api.app import create_app, undeclared_routes
 from central.api.routing import PUBLIC, RouteEntry, route_table
@@ -20,61 +20,6 @@ from central.api.tokens import issue_token
 from central.api.users import get_user
 
 pytest_plugins = ["central_fixtures", "api_fixtures"]
-
-SERIES = {"obis": ENERGY, "start": T0.isoformat(), "end": (T0 + timedelta(days=2)).isoformat()}
-
-
-def _new_user(world: ApiWorld) -> dict[str, Any]:
-    return {"json": {"name": world.unique("new-user-"), "role": "read_only", "password": PASSWORD}}
-
-
-def _revocable_key(world: ApiWorld) -> dict[str, Any]:
-    from central.api.users import add_user, issue_api_key
-
-    with world.engine.begin() as conn:
-        name = world.unique("svc-")
-        add_user(conn, name, "read_only", kind="service")
-        _, info = issue_api_key(conn, name)
-    return {"path": {"name": name, "key_id": info.id}}
-
-
-#: (method, route template) → the valid request an allowed principal makes.
-EXAMPLES: dict[tuple[str, str], ExampleRequest] = {
-    ("POST", "/api/v1/auth/token"): lambda w: {
-        "data": {"username": "read_only", "password": PASSWORD}
-    },
-    ("GET", "/healthz"): lambda w: {},
-    ("GET", "/api/v1/me"): lambda w: {},
-    ("GET", "/api/v1/gateways"): lambda w: {},
-    ("GET", "/api/v1/gateways/{gateway}"): lambda w: {"path": {"gateway": "gw-a"}},
-    ("GET", "/api/v1/meters"): lambda w: {"params": {"gateway": "gw-a"}},
-    ("GET", "/api/v1/meters/{meter}"): lambda w: {"path": {"meter": "000000000001"}},
-    ("GET", "/api/v1/meters/{meter}/latest"): lambda w: {"path": {"meter": "000000000001"}},
-    ("GET", "/api/v1/meters/{meter}/series"): lambda w: {
-        "path": {"meter": "000000000001"},
-        "params": SERIES,
-    },
-    ("GET", "/api/v1/meters/{meter}/events"): lambda w: {"path": {"meter": "000000000001"}},
-    ("GET", "/api/v1/readings"): lambda w: {"params": {"meter": "000000000002", "limit": 5}},
-    ("GET", "/api/v1/commands"): lambda w: {"params": {"gateway": "gw-a"}},
-    ("GET", "/api/v1/commands/{command_id}"): lambda w: {
-        "path": {"command_id": w.commands["gw-a"]}
-    },
-    ("POST", "/api/v1/commands"): lambda w: {
-        "json": {"kind": "read_now", "gateway": "gw-a", "meter": "000000000001"}
-    },
-    ("GET", "/api/v1/users"): lambda w: {},
-    ("POST", "/api/v1/users"): _new_user,
-    ("GET", "/api/v1/users/{name}"): lambda w: {"path": {"name": "billing"}},
-    ("PATCH", "/api/v1/users/{name}"): lambda w: {
-        "path": {"name": "read_only"},
-        "json": {"role": "read_only"},
-    },
-    ("GET", "/api/v1/users/{name}/api-keys"): lambda w: {"path": {"name": "svc"}},
-    ("POST", "/api/v1/users/{name}/api-keys"): lambda w: {"path": {"name": "svc"}},
-    ("DELETE", "/api/v1/users/{name}/api-keys/{key_id}"): _revocable_key,
-    ("GET", "/api/v1/audit"): lambda w: {"params": {"limit": 10}},
-}
 
 #: Principals beyond one user per role: the API-key service account acts as its role.
 SERVICE_ACCOUNT_ROLE = "billing"
@@ -85,7 +30,7 @@ def api_routes(world: ApiWorld) -> list[RouteEntry]:
 
 
 def make_request(world: ApiWorld, route: RouteEntry, who: str | None) -> Any:
-    example = EXAMPLES[(route.method, route.path)](world)
+    example = ROUTE_EXAMPLES[(route.method, route.path)](world)
     path = route.path.format(**example.get("path", {}))
     kwargs = {key: example[key] for key in ("params", "json", "data") if key in example}
     return world.request(route.method, path, who, **kwargs)
@@ -94,8 +39,8 @@ def make_request(world: ApiWorld, route: RouteEntry, who: str | None) -> Any:
 def test_every_route_declares_roles_and_has_an_example(world: ApiWorld) -> None:
     assert undeclared_routes(world.app) == []
     routes = {(r.method, r.path) for r in api_routes(world)}
-    assert routes - set(EXAMPLES) == set(), "add an example request for these routes"
-    assert set(EXAMPLES) - routes == set(), "examples for routes that no longer exist"
+    assert routes - set(ROUTE_EXAMPLES) == set(), "add an example request for these routes"
+    assert set(ROUTE_EXAMPLES) - routes == set(), "examples for routes that no longer exist"
     for route in api_routes(world):
         assert route.roles, route.path
 
