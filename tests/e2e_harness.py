@@ -230,12 +230,17 @@ def open_chain(
     tls: bool = True,
     edge_port: Callable[[Broker], int] | None = None,
     consumer: bool = True,
+    start: date = START,
+    area_edit: Callable[[str], str] | None = None,
+    edge_edit: Callable[[str], str] | None = None,
 ) -> Iterator[Chain]:
     """Everything but the edge agent, running; stopped in reverse order afterwards.
 
     ``edge_port(broker)`` gives the port the edge connects to (default the broker's; a
     proxy's for the fault script). ``tls=False``: a plaintext, anonymous test-only broker
     and a plaintext edge uplink (no ACL: this is not the security configuration).
+    ``start`` is the first simulated local day; ``area_edit`` / ``edge_edit`` rewrite the
+    area's and the edge's TOML (planted faults, tasks switched on).
     """
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -247,7 +252,7 @@ def open_chain(
     from shared_protocol.wire import public_key_pem
 
     work = tmp_path
-    options = DemoOptions(days=1, meters=meters, workdir=work)
+    options = DemoOptions(days=1, meters=meters, workdir=work, start=start)
     state = work / "central-state"
     ca = DeviceCA.create(ca_directory(state))
     enrolment = enroll_gateway(state, GATEWAY)
@@ -275,6 +280,8 @@ def open_chain(
 
         chosen = demo_meters(options)
         area_text = area_toml(options, chosen)
+        if area_edit is not None:
+            area_text = area_edit(area_text)
         (work / "area.toml").write_text(area_text, encoding="utf-8")
         sim = build(parse_config(area_text, str(work / "area.toml")))
         runner = _SimThread()
@@ -288,6 +295,8 @@ def open_chain(
         text = edge_toml(work, ports, port, enrolment.bundle_directory)
         if not tls:
             text = plaintext_edge(text, port)
+        if edge_edit is not None:
+            text = edge_edit(text)
         edge_file.write_text(text, encoding="utf-8")
         with MeterArchive.from_config(load_config(edge_file)) as archive:
             for meter in chosen:
