@@ -66,7 +66,7 @@ from central.vee.parameters import Parameters, RuleSet, load_rule_set
 from central.vee.queries import fetch_previous, fetch_readings
 from central.vee.rules import Severity, Status
 
-__all__ = ["InlineValidator", "ReadingInput"]
+__all__ = ["InlineValidator", "ReadingInput", "withdraw_exceptions"]
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _US: Final = timedelta(microseconds=1)
@@ -281,7 +281,7 @@ class InlineValidator:
         ]
         corrected = list(corrected)
         if corrected:
-            _withdraw(conn, corrected)
+            withdraw_exceptions(conn, corrected)
         kept_rows, overridden = apply_suppression(conn, rows + external)
         insert_exceptions(conn, kept_rows)
         if external:
@@ -701,8 +701,10 @@ def _canonical(
     return order, duplicates
 
 
-def _withdraw(conn: Connection, keys: list[Key]) -> None:
-    """Delete the open per-reading exceptions at ``keys`` (their value was replaced)."""
+def withdraw_exceptions(conn: Connection, keys: Sequence[Key]) -> None:
+    """Delete the open exceptions of the per-reading rules at ``keys`` before they are
+    validated again (a corrected value, a re-run). V2 stays: two versions in one batch is
+    a fact of arrival that the stored reading can no longer show."""
     table = vee_exceptions
     for start in range(0, len(keys), 500):
         part = [tuple(k) for k in keys[start : start + 500]]
@@ -710,6 +712,7 @@ def _withdraw(conn: Connection, keys: list[Key]) -> None:
             delete(table).where(
                 table.c.status == OPEN,
                 table.c.day.is_(None),
+                table.c.rule != "V2",
                 tuple_(table.c.meter, table.c.obis, table.c.ts).in_(part),
             )
         )
