@@ -22,7 +22,15 @@ from central.ingest.store import (
     IngestStore,
     InvalidBatchError,
 )
-from shared_protocol.wire import RecordBatch, WireEvent, WireReading, WireStatistic
+from shared_protocol.wire import (
+    ColumnarBatch,
+    RecordBatch,
+    WireEvent,
+    WireReading,
+    WireStatistic,
+    canonical_json,
+)
+from shared_protocol.wire.envelope import _batch_fast
 
 pytest_plugins = ["central_fixtures"]
 
@@ -209,3 +217,68 @@ def test_values_are_judged_and_written_alike(
         assert outcomes[0] == plain
     assert (plain[0] == "ok") == fits
     assert stored(store, WIRE) == stored(store, PLAIN)
+
+
+# -- readings as columns (the consumer's hot path: ColumnarBatch) --------------------------
+
+COLUMNS = "gw-cols"
+
+
+def columnar_batch(seq_from: int, seq_to: int, recs: list[Any]) -> Any:
+    """The batch as the consumer gets it: signed form → the columnar fast path."""
+    renamed = [
+        WireReading(
+            r.seq, "c" + r.meter, r.obis, r.time, r.value, r.unit, r.kind, r.source,
+            r.quality, r.read_at,
+        ) if isinstance(r, WireReading) else r
+        for r in recs
+    ]  # fmt: skip
+    batch = RecordBatch(COLUMNS, 1, seq_from, seq_to, tuple(renamed), False, T0)
+    fast = _batch_fast(canonical_json(batch.to_wire()), True)
+    # A batch without readings has no columns: it comes as a RecordBatch, as on the wire.
+    assert isinstance(fast, ColumnarBatch) or not any(isinstance(r, WireReading) for r in recs)
+    return fast
+
+
+def test_columnar_batches_store_count_and_ack_like_plain_values(store: IngestStore) -> None:
+    for gateway in (COLUMNS, PLAIN):
+        store.enroll_gateway(gateway)
+    for group in GROUPS:
+        column_results = store.apply_batches(
+            [columnar_batch(a, b, records(seqs, fix)) for a, b, seqs, fix in group]
+        )
+        plain_results = store.apply_batches(
+            [plain_batch(a, b, records(seqs, fix)) for a, b, seqs, fix in group]
+        )
+        assert column_results == plain_results
+    assert stored(store, COLUMNS) == stored(store, PLAIN)
+    assert any(row[-1] for row in stored(store, COLUMNS)["readings"])  # corrections happened
+    assert store.watermark(COLUMNS) == store.watermark(PLAIN) == 72
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1.50", "007", "-0", "-0.000", "0.000001", "0.0000001", "100000000000000", "12.3400",
+     "99999999999999.999999", "-99999999999999.9999991", "5"],
+)  # fmt: skip
+def test_columnar_values_are_judged_and_written_alike(store: IngestStore, text: str) -> None:
+    """Text already in the stored form passes straight through; any other goes through
+    ``checked_decimal`` — either way the row (or the refusal) is the plain path's."""
+    for gateway in (COLUMNS, PLAIN):
+        store.enroll_gateway(gateway)
+    recs = records([1, 2, 3], value_of={2: Decimal(text)})
+    body = RecordBatch(COLUMNS, 1, 1, 3, tuple(recs), False, T0).to_wire()
+    body["readings"]["value"][1] = text  # the wire text itself, not its Decimal's form
+    for i, meter in enumerate(body["readings"]["meter"]):
+        body["readings"]["meter"][i] = "c" + meter
+    fast = _batch_fast(canonical_json(body), True)
+    assert isinstance(fast, ColumnarBatch)
+    outcomes = []
+    for batch in (fast, plain_batch(1, 3, recs)):
+        try:
+            store.apply_batches([batch])
+            outcomes.append("ok")
+        except InvalidBatchError:
+            outcomes.append("refused")
+    assert outcomes[0] == outcomes[1]
+    assert stored(store, COLUMNS) == stored(store, PLAIN)

@@ -69,6 +69,7 @@ from shared_protocol.wire import (
     Ack,
     Birth,
     CentralState,
+    ColumnarBatch,
     CommandResult,
     Death,
     Nack,
@@ -81,6 +82,7 @@ from shared_protocol.wire import (
     nack_reason,
     parse_topic,
     verify,
+    verify_envelope,
 )
 
 __all__ = [
@@ -214,7 +216,7 @@ class _Delivery:
 @dataclass
 class _Outcome:
     delivery: _Delivery
-    batch: RecordBatch | None = None
+    batch: RecordBatch | ColumnarBatch | None = None
     reply: Ack | Nack | None = None
 
 
@@ -537,8 +539,11 @@ class IngestConsumer:
         outcome = _Outcome(delivery)
         started = time.perf_counter()
         try:
-            batch = verify(message.payload, self.keys, topic=message.topic)
-            if not isinstance(batch, RecordBatch):  # verify(topic=) guarantees it
+            # Columnar: the readings stay checked columns all the way into the store.
+            batch = verify_envelope(
+                message.payload, self.keys, topic=message.topic, columnar=True
+            ).message
+            if not isinstance(batch, RecordBatch | ColumnarBatch):  # topic= guarantees it
                 raise TypeError(f"{type(batch).__name__} on a batch topic")
             outcome.batch = batch
         except ProtocolError as error:
@@ -592,7 +597,7 @@ class IngestConsumer:
         self._count(nacks=1)
         log.warning("ingest %s: refused batch from %s: %s", self.consumer_id, batch.gateway, detail)
 
-    def _apply_with_retry(self, batches: list[RecordBatch]) -> list[Any]:
+    def _apply_with_retry(self, batches: list[RecordBatch | ColumnarBatch]) -> list[Any]:
         try:
             return self.store.apply_batches(batches)
         except UnknownGatewayError:
@@ -632,7 +637,7 @@ class IngestConsumer:
         return Nack(gateway, None, None, None, reason, detail, _now())
 
     def _record_rejection(
-        self, gateway: str, reason: str, detail: str, batch: RecordBatch | None
+        self, gateway: str, reason: str, detail: str, batch: RecordBatch | ColumnarBatch | None
     ) -> None:
         event: dict[str, Any] = {"reason": reason, "detail": detail}
         if batch is not None:
@@ -697,7 +702,7 @@ def _topic_kind(topic: str) -> str | None:
         return None
 
 
-def _nack(batch: RecordBatch, reason: str, detail: str) -> Nack:
+def _nack(batch: RecordBatch | ColumnarBatch, reason: str, detail: str) -> Nack:
     return Nack(batch.gateway, batch.session, batch.seq_from, batch.seq_to, reason, detail, _now())
 
 

@@ -34,6 +34,7 @@ SQLAlchemy's.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,7 +59,15 @@ from central.db.schema import (
     transformer_areas,
 )
 from central.db.types import checked_decimal, checked_utc, utc_micros
-from shared_protocol.wire import Birth, Death, RecordBatch, WireEvent, WireReading, WireStatistic
+from shared_protocol.wire import (
+    Birth,
+    ColumnarBatch,
+    Death,
+    RecordBatch,
+    WireEvent,
+    WireReading,
+    WireStatistic,
+)
 
 __all__ = [
     "ApplyResult",
@@ -521,7 +530,9 @@ class IngestStore:
         batch = IncomingBatch(gateway, session, seq_from, seq_to, readings, events, statistics)
         return self.apply_batches([batch])[0]
 
-    def apply_batches(self, batches: Sequence[IncomingBatch | RecordBatch]) -> list[ApplyResult]:
+    def apply_batches(
+        self, batches: Sequence[IncomingBatch | RecordBatch | ColumnarBatch]
+    ) -> list[ApplyResult]:
         """Store several batches (any gateways, any order, duplicates allowed) in ONE
         transaction: one commit — one fsync on SQLite — for all of them. A consumer hands
         over whatever messages are waiting, then acknowledges each result after this call
@@ -797,7 +808,16 @@ class IngestStore:
             )
         )
 
-    def _prepare(self, index: int, batch: IncomingBatch | RecordBatch) -> _PreparedBatch:
+    def _prepare(
+        self, index: int, batch: IncomingBatch | RecordBatch | ColumnarBatch
+    ) -> _PreparedBatch:
+        if type(batch) is ColumnarBatch:
+            try:
+                return _prepare_columns(batch, self._dialect == "sqlite")
+            except InvalidBatchError as exc:
+                raise InvalidBatchError(
+                    f"batch {index} ({batch.gateway} {batch.seq_from}..{batch.seq_to}): {exc}"
+                ) from None
         if type(batch) is RecordBatch:
             try:
                 return _prepare_record_batch(batch, self._dialect == "sqlite")
@@ -805,6 +825,7 @@ class IngestStore:
                 raise InvalidBatchError(
                     f"batch {index} ({batch.gateway} {batch.seq_from}..{batch.seq_to}): {exc}"
                 ) from None
+        assert not isinstance(batch, ColumnarBatch)
         if isinstance(batch, RecordBatch):
             records = batch.records
             batch = IncomingBatch(
@@ -1126,6 +1147,72 @@ def _prepare_record_batch(batch: RecordBatch, sqlite_form: bool) -> _PreparedBat
         events=events,
         statistics=statistics_,
     )
+
+
+#: Decimal text already in the one form SQLite stores (what ``checked_decimal`` +
+#: ``format(…, "f")`` would give) and fitting NUMERIC(20, 6): no sign on zero, no leading
+#: zeros, no trailing zeros after the point, at most 14 integer and 6 fraction digits.
+_CANONICAL_DECIMAL: Final = re.compile(
+    r"-?[1-9][0-9]{0,13}(?:\.[0-9]{0,5}[1-9])?|-?0\.[0-9]{0,5}[1-9]|0"
+)
+_canonical_match: Final = _CANONICAL_DECIMAL.fullmatch
+
+
+def _prepare_columns(batch: ColumnarBatch, sqlite_form: bool) -> _PreparedBatch:
+    """:func:`_prepare_record_batch` for a :class:`ColumnarBatch`: the readings' rows are
+    built a column at a time (one conversion per distinct time, values passed through when
+    their text is already the stored form), the hot path of ingestion."""
+    others = batch.others
+    if any(type(r) is WireReading for r in others.records):
+        # Both forms in one batch (no gateway sends that): the record path keeps seq order.
+        return _prepare_record_batch(batch.to_record_batch(), sqlite_form)
+    prepared = _prepare_record_batch(others, sqlite_form)
+    gateway = batch.gateway
+    convert_time: Callable[[datetime], Any] = utc_micros if sqlite_form else checked_utc
+    moments = {text: convert_time(moment) for text, moment in batch.moments.items()}
+    received = convert_time(_now())
+    values: list[Any] = batch.value
+    if not sqlite_form or not all(map(_canonical_match, values)):
+        values = [
+            _stored_value(text, seq, sqlite_form)
+            for text, seq in zip(values, batch.seq, strict=True)
+        ]
+    rows = zip(
+        batch.meter,
+        batch.obis,
+        [moments[text] for text in batch.time],
+        values,
+        batch.unit,
+        batch.kind,
+        batch.source,
+        batch.quality,
+        repeat(gateway),
+        batch.seq,
+        [moments[text] for text in batch.read_at],
+        repeat(received),
+        repeat(0),
+        strict=False,  # the repeats are endless; every column has the same length
+    )
+    # Seqs rise, so a later version of a key (a correction) replaces an earlier one.
+    by_key = {row[:3]: row for row in rows}
+    return _PreparedBatch(
+        gateway=gateway,
+        session=batch.session,
+        seq_from=batch.seq_from,
+        seq_to=batch.seq_to,
+        total=len(batch),
+        readings=by_key,
+        events=prepared.events,
+        statistics=prepared.statistics,
+    )
+
+
+def _stored_value(text: str, seq: int, sqlite_form: bool) -> Any:
+    try:
+        value = checked_decimal(Decimal(text))
+    except ValueError as exc:
+        raise InvalidBatchError(f"reading seq {seq}: {exc}") from None
+    return format(value, "f") if sqlite_form else value
 
 
 def _advance_ranges(

@@ -605,7 +605,7 @@ def _readings_from_columns(columns: object) -> list[WireReading]:
         raise LocalProtocolError(
             f"{count} readings in one batch; the limit is {MAX_RECORDS_PER_BATCH}"
         )
-    readings = []
+    readings: list[WireReading] = []
     for index in range(count or 0):
         item = {"type": "reading", **{name: data[name][index] for name in READING_COLUMNS}}
         try:
