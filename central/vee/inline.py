@@ -245,20 +245,22 @@ class InlineValidator:
             arrival_us = [_micros_of(a, i, "received_at") for i, a in enumerate(arrivals)]
         micros = [0] * n
         batch = _Batch()
-        result = self._pass(readings, range(n), micros, batch, now_us, arrival_us)
+        result = self._pass(readings, range(n), micros, batch, now_us, arrival_us, True)
         if result is not _DISORDER and batch.deferred:
             # Meters or registers the cache does not hold: one lookup each for the whole
             # batch, then the readings that waited for them.
             self._fetch(conn, batch)
-            result = self._pass(readings, batch.deferred, micros, batch, now_us, arrival_us)
+            waited = batch.deferred
+            result = self._pass(readings, waited, micros, batch, now_us, arrival_us, False)
         duplicates: list[tuple[int, list[int], bool]] = []
         if result is _DISORDER:
             order, duplicates = _canonical(readings, micros)
             batch = _Batch()
-            self._pass(readings, order, micros, batch, now_us, arrival_us)
+            self._pass(readings, order, micros, batch, now_us, arrival_us, True)
             if batch.deferred:
                 self._fetch(conn, batch)
-                self._pass(readings, batch.deferred, micros, batch, now_us, arrival_us)
+                waited = batch.deferred
+                self._pass(readings, waited, micros, batch, now_us, arrival_us, False)
         raised = batch.raised
         for kept, others, differ in duplicates:
             if differ:
@@ -334,6 +336,7 @@ class InlineValidator:
         batch: _Batch,
         now_us: int,
         arrival_us: list[int] | None,
+        may_defer: bool,
     ) -> Any:
         """One loop over ``order``. A reading whose meter or register the cache does not
         hold waits in ``batch.deferred`` (with every later reading of its key). Returns
@@ -346,7 +349,6 @@ class InlineValidator:
             batch.need,
             batch.need_meters,
         )
-        may_defer = isinstance(order, range)
         waiting = _WAITING
         low, high = 1, 0
         quarantine = flag = interval = future = 0
@@ -673,6 +675,9 @@ def _canonical(
     """The batch in (meter, obis, time) order with each key once: of two versions the
     higher seq (or, without seqs, the later) is kept. Returns the order and, per repeated
     key, (kept index, the others, whether the values differ)."""
+
+    for i, r in enumerate(readings):  # the pass that found the disorder may have stopped early
+        micros[i] = _micros_of(r.time, i, "time")
 
     def rank(i: int) -> tuple[str, str, int, int, int]:
         r = readings[i]
