@@ -4,6 +4,9 @@
     python bench/ingest.py --readings 200000 --gateways 4 --json
     python bench/ingest.py --backend sqlite --consumers 2   # 2 `central ingest run` processes
 
+The consumer runs as deployed: a `central ingest run` process of its own (``--in-process``
+runs it in this process instead, where it shares one GIL with the publisher).
+
 Pre-signed, compressed batches of ``--batch`` readings (2 040 meters × hourly curve, like a
 draining backlog) from ``--gateways`` gateways are published at QoS 1 to a local Mosquitto
 (plaintext loopback; TLS is not measured yet). The clock runs from the first
@@ -14,7 +17,8 @@ Measured in the same run, on the same payloads:
 
 * ``broker``: the broker alone — the same payloads published and received by a bare
   shared-subscription member (no verify, no database);
-* ``verify``: signature check + inflate + parse + schema on one core (no broker, no DB);
+* ``verify``: signature check + inflate + parse + schema into columnar batches on one core,
+  as the consumer does (no broker, no DB);
 * ``store``: ``IngestStore.apply_batches`` on the verified batches, grouped like the
   consumer groups them (no broker, no verify);
 * ``raw insert``: the same rows inserted by the bare driver (bench/ingest_store.py's
@@ -66,7 +70,7 @@ from shared_protocol.wire import (  # noqa: E402
     generate_private_key,
     public_key_pem,
     sign,
-    verify,
+    verify_envelope,
 )
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -147,15 +151,20 @@ def broker_only(broker: Broker, payloads: list[tuple[str, int, bytes]]) -> float
     return elapsed
 
 
-def verify_only(keys: dict[str, Any], payloads: list[tuple[str, int, bytes]]) -> float:
+def verify_only(
+    keys: dict[str, Any], payloads: list[tuple[str, int, bytes]]
+) -> tuple[float, list[Any]]:
+    """What the consumer does before the database: verify into columnar batches."""
     public = {gateway: key.public_key() for gateway, key in keys.items()}
     start = time.perf_counter()
-    for gateway, _, payload in payloads:
-        verify(payload, public.get, topic=batch_topic(gateway))
-    return time.perf_counter() - start
+    verified = [
+        verify_envelope(payload, public.get, topic=batch_topic(gateway), columnar=True).message
+        for gateway, _, payload in payloads
+    ]
+    return time.perf_counter() - start, verified
 
 
-def store_only(url: str, keys: dict[str, Any], batches: list[RecordBatch], group: int) -> float:
+def store_only(url: str, keys: dict[str, Any], batches: list[Any], group: int) -> float:
     prepare_database(url, keys)
     engine = make_engine(url)
     try:
@@ -216,7 +225,7 @@ def pipeline(
 
     consumers: list[IngestConsumer] = []
     processes: list[subprocess.Popen[str]] = []
-    if args.consumers == 1:
+    if args.in_process:
         consumer = IngestConsumer(
             IngestStore(make_engine(url)),
             BrokerConfig(broker.host, broker.port),
@@ -292,10 +301,11 @@ def bench_backend(backend: str, args: argparse.Namespace, broker: Broker) -> dic
     result["pipeline"] = total / elapsed
     result["consumer_split"] = split
     result["broker"] = total / broker_only(broker, payloads)
-    result["verify_1core"] = total / verify_only(keys, payloads)
+    verify_seconds, verified = verify_only(keys, payloads)
+    result["verify_1core"] = total / verify_seconds
     url, path, cleanup = database("store")
     try:
-        result["store"] = total / store_only(url, keys, batches, args.group)
+        result["store"] = total / store_only(url, keys, verified, args.group)
     finally:
         cleanup()
     url, path, cleanup = database("raw")
@@ -314,7 +324,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--gateways", type=int, default=4)
     parser.add_argument("--group", type=int, default=20, help="batches per transaction")
-    parser.add_argument("--consumers", type=int, default=1, help=">1: subprocesses")
+    parser.add_argument(
+        "--consumers", type=int, default=1, help="`central ingest run` processes, as deployed"
+    )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="one consumer in this process instead (shares the GIL with the publisher)",
+    )
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), action="append")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES)
     parser.add_argument("--dir", default=None, help="where SQLite files go (default: $TMPDIR)")
