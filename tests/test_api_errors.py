@@ -98,6 +98,23 @@ def test_422_does_not_echo_a_password(world: ApiWorld) -> None:
     assert "s3cret" not in response.text
 
 
+def test_nul_characters_are_refused_not_crashed_on(world: ApiWorld) -> None:
+    """Found by the schemathesis run: PostgreSQL cannot hold NUL in text (it was a 500)."""
+    assert_error(world.request("GET", "/api/v1/users/%00", "admin"), 422, "invalid_characters")
+    assert_error(
+        world.request("GET", "/api/v1/meters", "admin", params={"gateway": "\x00"}),
+        422,
+        "invalid_characters",
+    )
+    response = world.request(
+        "POST",
+        "/api/v1/commands",
+        "collection_om",
+        json={"kind": "read_now", "gateway": "gw-a", "meter": "\u0000"},
+    )
+    assert_error(response, 422, "invalid")
+
+
 def test_401_and_403(world: ApiWorld) -> None:
     assert_error(world.request("GET", "/api/v1/me", None), 401, "not_authenticated")
     assert world.request("GET", "/api/v1/me", None).headers["www-authenticate"] == "Bearer"

@@ -4,10 +4,10 @@
 with no arguments: settings from ``M2C_*`` (``central.settings``), an engine on
 ``M2C_DATABASE_URL``. Tests pass their own settings and engine.
 
-Composition: request id (outermost) → body size limit → FastAPI (error handlers, routers
-under ``/api/v1``, ``/healthz``). OpenAPI is at ``/api/v1/openapi.json``, the interactive
-docs at ``/api/v1/docs``. At start-up the factory refuses to build an app in which a route
-declares no roles.
+Composition: request id (outermost) → body size limit → NUL refusal → FastAPI (error
+handlers, routers under ``/api/v1``, ``/healthz``). OpenAPI is at
+``/api/v1/openapi.json``, the interactive docs at ``/api/v1/docs``. At start-up the factory
+refuses to build an app in which a route declares no roles.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import central
 from central import audit
 from central.api import errors
 from central.api.deps import READ_METHODS, ApiConfig, ApiState, ObjectNotFound
-from central.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from central.api.middleware import BodyLimitMiddleware, RejectNulMiddleware, RequestIdMiddleware
 from central.api.routes import audit as audit_routes
 from central.api.routes import auth, commands, gateways, meters, readings, users
 from central.api.routing import API_PREFIX, ApiRouter, route_table
@@ -118,6 +118,7 @@ def create_app(
     if missing:
         raise RuntimeError(f"routes without declared roles: {', '.join(missing)}")
 
+    app.add_middleware(RejectNulMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)  # added last: outermost
     return app

@@ -24,8 +24,10 @@ Exception tree (raised by routes and dependencies, translated by :func:`install`
     └── Unavailable               503     unavailable (the database or broker is down)
 
 Framework errors map to: 404 ``not_found``, 405 ``method_not_allowed``, 413
-``payload_too_large``, 422 ``validation_error``; anything else is 500 ``internal_error``
-(logged with its traceback and the request id; the client sees only the request id).
+``payload_too_large``, 422 ``validation_error`` (the schema), ``invalid_characters`` (a NUL
+in the path or query) or ``invalid`` (a value the database refuses); anything else is 500
+``internal_error`` (logged with its traceback and the request id; the client sees only the
+request id).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 __all__ = [
@@ -197,6 +200,16 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, message, None, exc.headers)
 
 
+async def _data_error(request: Request, exc: Exception) -> JSONResponse:
+    # The database refused a value the schema let through (a NUL inside a JSON string,
+    # which PostgreSQL text cannot hold): the client's input, not a server fault.
+    assert isinstance(exc, DataError)
+    reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else "invalid value"
+    return error_response(
+        422, "invalid", f"a value in the request cannot be stored ({reason}): correct it"
+    )
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     request_id = getattr(request.state, "request_id", None)
     log.exception(
@@ -215,4 +228,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["BodyLimitMiddleware", "RequestIdMiddleware"]
+__all__ = ["BodyLimitMiddleware", "RejectNulMiddleware", "RequestIdMiddleware"]
 
 REQUEST_ID_HEADER: Final = b"x-request-id"
 # A client may pass its own id (a proxy's trace id); anything else is replaced, so a
@@ -56,19 +56,12 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def _too_large(limit: int) -> tuple[dict[str, Any], bytes]:
-    body = json.dumps(
-        {
-            "error": {
-                "code": "payload_too_large",
-                "message": f"the request body is larger than {limit} bytes: send less per request",
-                "detail": {"max_bytes": limit},
-            }
-        }
-    ).encode()
+def _error(status: int, code: str, message: str, detail: Any) -> tuple[dict[str, Any], bytes]:
+    """An error response in the API's one shape, for middlewares (outside FastAPI)."""
+    body = json.dumps({"error": {"code": code, "message": message, "detail": detail}}).encode()
     start = {
         "type": "http.response.start",
-        "status": 413,
+        "status": status,
         "headers": [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
@@ -130,6 +123,40 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
-        start, body = _too_large(self.max_bytes)
+        start, body = _error(
+            413,
+            "payload_too_large",
+            f"the request body is larger than {self.max_bytes} bytes: send less per request",
+            {"max_bytes": self.max_bytes},
+        )
         await send(start)
         await send({"type": "http.response.body", "body": body})
+
+
+class RejectNulMiddleware:
+    """Refuses a NUL character in the path or query string (422).
+
+    No identifier of ours contains one, PostgreSQL cannot store one in text at all, and a
+    NUL in a log line or a file name is a classic injection; refusing it at the door keeps
+    every route from having to think about it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            "\x00" in scope.get("path", "")
+            or b"%00" in scope.get("query_string", b"")
+            or b"\x00" in scope.get("query_string", b"")
+        ):
+            start, body = _error(
+                422,
+                "invalid_characters",
+                "the path or query contains a NUL character (%00): remove it",
+                None,
+            )
+            await send(start)
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)

@@ -71,6 +71,10 @@ _ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     404: {"model": ErrorResponse, "description": "No such object (or not in your scope)"},
     422: {"model": ErrorResponse, "description": "The request is not valid"},
 }
+_WRITE_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    409: {"model": ErrorResponse, "description": "Conflicts with the current state"},
+    413: {"model": ErrorResponse, "description": "The body is larger than the limit"},
+}
 
 
 class PublicModel(BaseModel):
@@ -98,7 +102,7 @@ def encode_cursor(*values: Any) -> str:
 
 def decode_cursor(cursor: str | None, *types: type) -> tuple[Any, ...] | None:
     """The values of a cursor made by :func:`encode_cursor`; 422 when it is not one."""
-    if cursor is None:
+    if not cursor:
         return None
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
@@ -217,6 +221,8 @@ class ApiRouter:
         if action is not None:
             extra["x-action"] = action
         responses = dict(_ERROR_RESPONSES)
+        if method != "GET":
+            responses.update(_WRITE_RESPONSES)
         responses.update(kwargs.pop("responses", {}))
         description = kwargs.pop("description", None)
         roles_text = "anyone" if roles == PUBLIC else ", ".join(sorted(roles))

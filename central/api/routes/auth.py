@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from central import audit
 from central.api.deps import Api, CurrentUser
-from central.api.errors import TooManyRequests, Unauthorized, Unavailable
+from central.api.errors import ErrorResponse, TooManyRequests, Unauthorized, Unavailable
 from central.api.routing import ALL_ROLES, API_PREFIX, PUBLIC, ApiRouter, PublicModel
 from central.api.tokens import issue_token
 from central.api.users import authenticate_password
@@ -48,7 +48,13 @@ class HealthPublic(PublicModel):
     at: datetime
 
 
-@router.post("/auth/token", roles=PUBLIC, action="auth.login", response_model=TokenPublic)
+@router.post(
+    "/auth/token",
+    roles=PUBLIC,
+    action="auth.login",
+    response_model=TokenPublic,
+    responses={429: {"model": ErrorResponse, "description": "Locked after wrong passwords"}},
+)
 def login(
     request: Request, api: Api, form: Annotated[OAuth2PasswordRequestForm, Depends()]
 ) -> TokenPublic:
@@ -106,7 +112,12 @@ def me(user: CurrentUser) -> MePublic:
     )
 
 
-@health.get("/healthz", roles=PUBLIC, response_model=HealthPublic)
+@health.get(
+    "/healthz",
+    roles=PUBLIC,
+    response_model=HealthPublic,
+    responses={503: {"model": ErrorResponse, "description": "The database does not answer"}},
+)
 def healthz(api: Api) -> HealthPublic:
     """Liveness and database reachability (for load balancers; no login)."""
     try:

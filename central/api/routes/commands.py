@@ -10,7 +10,7 @@ from pydantic import Field
 
 from central.api import services
 from central.api.deps import Api, AuditLog, Conn, CurrentUser
-from central.api.errors import NotFound
+from central.api.errors import ErrorResponse, NotFound
 from central.api.routing import (
     ALL_ROLES,
     API_PREFIX,
@@ -150,6 +150,7 @@ def get_command(conn: Conn, command_id: Annotated[str, Path(max_length=64)]) -> 
     action="command.issue",
     response_model=CommandPublic,
     status_code=201,
+    responses={503: {"model": ErrorResponse, "description": "Commands cannot be signed/sent"}},
 )
 def issue_command(
     api: Api, user: CurrentUser, audit: AuditLog, body: CommandCreate

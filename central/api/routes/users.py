@@ -35,7 +35,7 @@ router = ApiRouter(prefix=f"{API_PREFIX}/users", tags=["users"])
 Role = Literal["collection_om", "billing", "fee_collection", "supervisor", "read_only", "admin"]
 assert set(Role.__args__) == set(ROLES)  # type: ignore[attr-defined]
 UserName = Annotated[str, Path(max_length=64, description="The user's name.")]
-ScopeList = list[str]
+ScopeEntry = Annotated[str, Field(pattern=r"^[\x21-\x7e]{1,64}$")]
 
 
 class UserPublic(PublicModel):
@@ -60,8 +60,8 @@ class UserCreate(WriteModel):
         max_length=library.MAX_PASSWORD_LENGTH,
         description="Required for a person; none for a service account.",
     )
-    gateways: list[str] = Field(default_factory=list, max_length=2000)
-    areas: list[str] = Field(default_factory=list, max_length=2000)
+    gateways: list[ScopeEntry] = Field(default_factory=list, max_length=2000)
+    areas: list[ScopeEntry] = Field(default_factory=list, max_length=2000)
 
 
 class UserUpdate(WriteModel):
@@ -70,8 +70,8 @@ class UserUpdate(WriteModel):
     password: str | None = Field(
         None, min_length=library.MIN_PASSWORD_LENGTH, max_length=library.MAX_PASSWORD_LENGTH
     )
-    gateways: list[str] | None = Field(None, max_length=2000)
-    areas: list[str] | None = Field(None, max_length=2000)
+    gateways: list[ScopeEntry] | None = Field(None, max_length=2000)
+    areas: list[ScopeEntry] | None = Field(None, max_length=2000)
 
 
 class ApiKeyPublic(PublicModel):
