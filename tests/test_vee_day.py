@@ -1,0 +1,199 @@
+"""Meter-day VEE (close_day), rule by rule at the reference's thresholds (central.md b.1),
+on SQLite and PostgreSQL. The day is Tuesday 2026-03-03 in Shanghai."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from decimal import Decimal
+
+from sqlalchemy import Engine, func, select
+from vee_support import (
+    DAY,
+    GATEWAY,
+    QUARTER,
+    T0,
+    Feed,
+    curve,
+    exceptions,
+    freezes,
+    local_midnight,
+    rules_raised,
+    status_of,
+)
+
+from central.db.schema import readings
+from central.db.vee_tables import estimated_readings
+from central.vee import close_day
+
+pytest_plugins = ["central_fixtures"]
+
+E = "1-0:1.8.0"
+P = "1-0:16.7.0"
+
+
+def rising(start: str = "0.5", step: str = "0.001") -> list[Decimal | None]:
+    """96 distinct rising values: no spike, no frozen run."""
+    return [Decimal(start) + Decimal(step) * k for k in range(96)]
+
+
+def test_v1_completeness_lists_the_gaps(engine: Engine) -> None:
+    feed = Feed(engine)
+    full = rising()
+    holed = list(full)
+    holed[30] = None
+    feed.send_all(curve("m1", DAY, full) + curve("m2", DAY, holed))
+    summary = close_day(engine, DAY)
+    assert summary["expected"] == 2 * 96 and summary["received"] == 2 * 96 - 1
+    assert summary["estimated"] == {"LIN": 1}
+    [raised] = exceptions(engine, rule="V1")
+    assert raised["meter"] == "m2" and raised["obis"] is None and raised["day"] == DAY
+    assert raised["detail"]["obis"] == P
+    assert raised["detail"]["gaps"] == [
+        {
+            "from": (T0 + 30 * QUARTER).isoformat(),
+            "to": (T0 + 31 * QUARTER).isoformat(),
+            "points": 1,
+        }
+    ]
+    assert raised["detail"]["estimated"] == {"LIN": 1}
+
+
+def test_v4_spike_max_against_third_max(engine: Engine) -> None:
+    feed = Feed(engine)
+    # Rising 0.500 … 0.595: with a spike at k = 40 the third highest is 0.594, and
+    # 1.5 × 0.594 = 0.891. 0.891 passes; 0.8911 is a spike.
+    ok, spiked = rising(), rising()
+    ok[40], spiked[40] = Decimal("0.891"), Decimal("0.8911")
+    feed.send_all(curve("m1", DAY, ok) + curve("m2", DAY, spiked))
+    close_day(engine, DAY)
+    [raised] = exceptions(engine, rule="V4")
+    assert raised["meter"] == "m2" and raised["ts"] == T0 + 40 * QUARTER
+    assert raised["detail"]["third_max"] == "0.594"
+    assert status_of(engine, "m2", P, T0 + 40 * QUARTER) == "failed"
+    assert status_of(engine, "m1", P, T0 + 40 * QUARTER) == "valid"
+
+
+def test_v5_high_low_against_the_same_day_type(engine: Engine) -> None:
+    feed = Feed(engine, meters=["m1", "m2", "m3", "m4"])
+    first = DAY - timedelta(days=28)
+    history = ["20" if (first + timedelta(days=n)).weekday() >= 5 else "10" for n in range(28)]
+    # Weekday average 10 kWh: 30 (× 3.0) and 2 (× 0.2) pass; 30.01 and 1.99 do not.
+    for meter, today in (("m1", "30"), ("m2", "30.01"), ("m3", "2"), ("m4", "1.99")):
+        feed.send_all(freezes(meter, first, [*history, today]))
+    close_day(engine, DAY)
+    raised = {e["meter"]: e for e in exceptions(engine, rule="V5")}
+    assert sorted(raised) == ["m2", "m4"]
+    assert raised["m2"]["detail"]["direction"] == "high"
+    assert raised["m2"]["detail"]["average_kwh"] == "10.0000"
+    assert raised["m4"]["detail"]["direction"] == "low"
+    closing = local_midnight(DAY + timedelta(days=1))
+    assert raised["m2"]["ts"] == closing and raised["m2"]["obis"] == E
+    assert status_of(engine, "m2", E, closing) == "failed"  # held for review
+    assert status_of(engine, "m1", E, closing) == "valid"
+
+
+def test_v5_knows_weekends(engine: Engine) -> None:
+    """A Saturday of 60 kWh is 3 × the weekend average (20), though 6 × the weekdays'."""
+    feed = Feed(engine)
+    saturday = date(2026, 2, 28)
+    first = saturday - timedelta(days=28)
+    history = ["20" if (first + timedelta(days=n)).weekday() >= 5 else "10" for n in range(28)]
+    feed.send_all(freezes("m1", first, [*history, "60"]))
+    feed.send_all(freezes("m2", first, [*history, "60.01"]))
+    close_day(engine, saturday)
+    assert [e["meter"] for e in exceptions(engine, rule="V5")] == ["m2"]
+
+
+def test_v6_zero_and_sustained_zero(engine: Engine) -> None:
+    feed = Feed(engine, meters=["m1", "m2", "m3"])
+    first = DAY - timedelta(days=10)
+    feed.send_all(freezes("m1", first, ["10"] * 10 + ["0"]))  # one zero day
+    feed.send_all(freezes("m2", first, ["10"] * 8 + ["0", "0", "0"]))  # three
+    feed.send_all(freezes("m3", first, ["10"] * 10 + ["0"]))  # zero, but power was down
+    feed.store.record_gateway_event(
+        GATEWAY, "meter.power_down", {"end": None}, T0 + timedelta(hours=3), meter="m3", seq=None
+    )
+    close_day(engine, DAY)
+    raised = {e["meter"]: e for e in exceptions(engine, rule="V6")}
+    assert sorted(raised) == ["m1", "m2"]
+    assert raised["m1"]["severity"] == "information"
+    assert raised["m2"]["severity"] == "issue" and raised["m2"]["detail"]["zero_days"] == 3
+    closing = local_midnight(DAY + timedelta(days=1))
+    assert status_of(engine, "m1", E, closing) == "flagged"
+    assert status_of(engine, "m2", E, closing) == "failed"
+
+
+def test_v10_intervals_against_the_daily_freeze(engine: Engine) -> None:
+    feed = Feed(engine, meters=["m1", "m2", "m3"])
+    # 0.9 / 1.1 kW alternating: Σ P × 0.25 h = 96 × 1.0 × 0.25 = 24 kWh.
+    alternating = [Decimal("0.9") if k % 2 else Decimal("1.1") for k in range(96)]
+    # Freeze deltas 24.00 (exact), 25.26 (1.26 off: 4.99 %) pass; 25.30 (5.14 %) fails.
+    for meter, delta in (("m1", "24.00"), ("m2", "25.26"), ("m3", "25.30")):
+        feed.send_all(curve(meter, DAY, alternating) + freezes(meter, DAY, [delta]))
+    close_day(engine, DAY)
+    [raised] = exceptions(engine, rule="V10")
+    assert raised["meter"] == "m3"
+    assert Decimal(raised["detail"]["intervals_kwh"]) == 24
+    assert Decimal(raised["detail"]["freeze_delta_kwh"]) == Decimal("25.3")
+
+
+def test_v13_frozen_non_zero_values(engine: Engine) -> None:
+    feed = Feed(engine)
+    seven, eight = rising(), rising()
+    for k in range(10, 17):
+        seven[k] = Decimal("0.7")
+    for k in range(10, 18):
+        eight[k] = Decimal("0.7")
+    feed.send_all(curve("m1", DAY, seven) + curve("m2", DAY, eight))
+    close_day(engine, DAY)
+    [raised] = exceptions(engine, rule="V13")
+    assert raised["meter"] == "m2" and raised["detail"]["intervals"] == 8
+    assert raised["ts"] == T0 + 10 * QUARTER
+
+
+def test_v14_prolonged_estimation(engine: Engine) -> None:
+    feed = Feed(engine)
+    holed = rising()
+    holed[50] = None
+    for back in range(3, -1, -1):  # m1: a gap on 4 days in a row, m2: on 3
+        day = DAY - timedelta(days=back)
+        feed.send_all(curve("m1", day, holed) + curve("m2", day, holed if back < 3 else rising()))
+        close_day(engine, day)
+    [raised] = exceptions(engine, rule="V14")
+    assert raised["meter"] == "m1" and raised["day"] == DAY
+    assert raised["detail"]["estimated_days"] == 4
+
+
+def test_v15_meter_events_are_routed(engine: Engine) -> None:
+    feed = Feed(engine)
+    for code, hours in (("meter.cover_open", 2), ("meter.power_down", 3), ("uplink_nack", 4)):
+        feed.store.record_gateway_event(
+            GATEWAY, code, {"n": hours}, T0 + timedelta(hours=hours), meter="m1", seq=None
+        )
+    close_day(engine, DAY)
+    raised = [
+        (e["detail"]["code"], e["severity"], e["detail"]["route"]) for e in exceptions(engine)
+    ]
+    assert raised == [
+        ("meter.cover_open", "issue", "theft"),
+        ("meter.power_down", "information", "o&m"),
+    ]
+
+
+def test_close_day_again_replaces_open_exceptions_and_estimates(engine: Engine) -> None:
+    feed = Feed(engine)
+    holed = rising()
+    holed[30] = None
+    feed.send_all(curve("m1", DAY, holed))
+    close_day(engine, DAY)
+    close_day(engine, DAY)
+    assert rules_raised(engine) == ["V1"]
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(estimated_readings)).scalar() == 1
+    # The real point arrives late: it supersedes the estimate, and V1 goes away.
+    feed.send_all(curve("m1", DAY, [None] * 30 + [Decimal("0.53")]))
+    close_day(engine, DAY)
+    assert rules_raised(engine) == []
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(estimated_readings)).scalar() == 0
+        assert conn.execute(select(func.count()).select_from(readings)).scalar() == 96
