@@ -41,6 +41,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, insert
 
+from central.db import make_engine, upgrade
 from central.db.ops_tables import commands
 from central.db.schema import (
     gateway_events,
@@ -227,6 +228,19 @@ def build_area(engine: Engine) -> None:
             ],
         )
         conn.execute(
+            insert(commands),
+            {
+                "id": uuid.uuid4(),
+                "gateway": "gw-a",
+                "kind": "rebirth",
+                "args": {},
+                "requested_by": "test",
+                "issued_at": NOW,
+                "expires_at": NOW + timedelta(hours=1),
+                "status": "sent",
+            },
+        )
+        conn.execute(
             insert(statistics),
             [
                 {
@@ -259,10 +273,31 @@ def build_area(engine: Engine) -> None:
         )
 
 
-@pytest.fixture
-def area(engine: Engine) -> Engine:
-    build_area(engine)
-    return engine
+@pytest.fixture(scope="module", params=("sqlite", "postgresql"))
+def area(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The area above, built once per backend (every test here only reads it)."""
+    from central_fixtures import (  # loaded as a plugin first (pytest_plugins)
+        create_postgres_database,
+        drop_postgres_database,
+        postgres_unreachable,
+    )
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('ops') / 'central.sqlite3'}"
+    else:
+        reason = postgres_unreachable()
+        if reason is not None:
+            pytest.skip(reason)
+        url = create_postgres_database()
+    try:
+        upgrade(url)
+        engine = make_engine(url)
+        build_area(engine)
+        yield engine
+        engine.dispose()
+    finally:
+        if request.param == "postgresql":
+            drop_postgres_database(url)
 
 
 def test_reading_day_instants() -> None:
@@ -531,20 +566,6 @@ def test_readiness_ahead_checks_the_newest_closed_day(area: Engine) -> None:
 
 
 def test_gateway_health(area: Engine) -> None:
-    with area.begin() as conn:
-        conn.execute(
-            insert(commands),
-            {
-                "id": uuid.uuid4(),
-                "gateway": "gw-a",
-                "kind": "rebirth",
-                "args": {},
-                "requested_by": "test",
-                "issued_at": NOW,
-                "expires_at": NOW + timedelta(hours=1),
-                "status": "sent",
-            },
-        )
     with area.connect() as conn:
         health = {row["gateway"]: row for row in gateway_health(conn, settings=SETTINGS, now=NOW)}
         one = gateway_health(conn, "gw-b", settings=SETTINGS, now=NOW)
@@ -569,3 +590,100 @@ def test_gateway_health(area: Engine) -> None:
     ]
     assert [w["code"] for w in health["gw-b"]["warnings"]] == ["offline"]
     assert [w["code"] for w in health["gw-c"]["warnings"]] == ["never_connected"]
+
+
+# --- the command line (thin over the same library) -------------------------------------------
+
+
+def _cli(engine: Engine, *args: str) -> Any:
+    from click.testing import CliRunner
+
+    from central.cli import cli
+
+    url = engine.url.render_as_string(hide_password=False)
+    return CliRunner().invoke(cli, ["ops", *args, "--database-url", url])
+
+
+def test_cli_figures(area: Engine) -> None:
+    import json
+
+    text = _cli(area, "figures", "2026-12-01")
+    assert text.exit_code == 0, text.output
+    assert "coverage 8/13 61.53 % !" in text.output and "accuracy 3/6 50.00 % !" in text.output
+    as_json = _cli(area, "figures", "2026-12-01", "--by", "gateway", "--json")
+    rows = {row["gateway"]: row for row in json.loads(as_json.output)["rows"]}
+    assert rows["gw-a"]["success"]["numerator"] == 6
+    assert rows["gw-a"]["success"]["ratio"] == "0.666666"  # 6/9, as exact text
+    bad = _cli(area, "figures", "2026-12-01", "--deadline", "noon")
+    assert bad.exit_code == 1 and "Error: --deadline='noon'" in bad.output
+
+
+def test_cli_worklist_readiness_health(area: Engine) -> None:
+    import json
+
+    at = ["--now", "2026-12-03T10:00+08:00"]
+    page = _cli(area, "worklist", "2026-12-01", "--limit", "4", *at)
+    assert page.exit_code == 0, page.output
+    assert "m04  gw-a  T1  not_reached,missing  cause: meter_silent" in page.output
+    assert "remedy: central ops command read_now --gateway gw-a --meter m04" in page.output
+    assert "remedy: central ops command backfill --gateway gw-a --meter m04 --days 2" in page.output
+    assert "more: central ops worklist 2026-12-01 --after m06" in page.output
+    ready = _cli(area, "readiness", "2026-12-01", "--json", *at)
+    assert ready.exit_code == 3  # some meters are not ready
+    assert json.loads(ready.output)["problems"]["no_daily_reading"] == 5
+    ahead = _cli(area, "readiness", "2026-12-02", "--now", "2026-12-02T10:00+08:00")
+    assert ahead.exit_code == 3 and "(ahead, based on 2026-12-01)" in ahead.output
+    bad = _cli(area, "readiness", "2026-12-01", "--now", "2026-12-03 10:00")
+    assert bad.exit_code == 2 and "give the offset" in bad.output
+    health = _cli(area, "health")
+    assert health.exit_code == 0 and "gw-c" in health.output and "never_connected" in health.output
+
+
+def test_every_ops_command_has_help_with_an_example() -> None:
+    import click
+
+    from central.ops.cli import ops
+
+    def walk(group: click.Group, path: str) -> list[tuple[str, click.Command]]:
+        found = []
+        for name, command in group.commands.items():
+            found.append((f"{path} {name}", command))
+            if isinstance(command, click.Group):
+                found += walk(command, f"{path} {name}")
+        return found
+
+    commands = walk(ops, "ops")
+    assert len(commands) >= 9
+    for name, command in commands:
+        assert "Example" in (command.help or ""), f"{name} has no example in its help"
+
+
+def test_cli_command_arguments() -> None:
+    import click
+
+    from central.ops.cli import command_args
+
+    today = date(2026, 12, 5)
+
+    def args(kind: str, **options: Any) -> dict[str, Any]:
+        return command_args(kind, settings=SETTINGS, today=today, **options)
+
+    # reading day 12-01 is frozen on 12-02: 4 days back from 12-05 reach it (12-02..12-05)
+    assert args("backfill", meters=["m1"], from_day=DAY) == {"days": 4, "meters": ["m1"]}
+    assert args("backfill", meters=[], days=2) == {"days": 2, "meters": None}
+    assert args("read_now", meters=["m1"]) == {"meter": "m1", "what": "1-0:1.8.0"}
+    assert args("clock_sync", meters=[]) == {"meters": None}
+    assert args("resync", meters=[], from_seq=7) == {"from_seq": 7}
+    resend = args("resend", meters=["m1"], from_day=DAY, to_day=date(2026, 12, 2))
+    assert resend["start"] == START
+    assert resend["end"] == datetime(2026, 12, 2, 16, 0, 1, tzinfo=UTC)
+    for kind, options, words in [
+        ("read_now", {"meters": []}, "exactly one --meter"),
+        ("backfill", {"meters": []}, "either --days N or --from DAY"),
+        ("backfill", {"meters": [], "days": 1, "to_day": DAY}, "--to is for resend"),
+        ("resend", {"meters": ["m1"], "from_day": DAY}, "--from DAY and --to DAY"),
+        ("rebirth", {"meters": ["m1"]}, "drop --meter"),
+        ("resync", {"meters": []}, "--from-seq"),
+    ]:
+        with pytest.raises(click.UsageError, match=words):
+            args(kind, **options)

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -85,6 +85,28 @@ def _rules_options(command: F) -> F:
     )(command)
 
 
+def _now_option(command: F) -> F:
+    return click.option(
+        "--now",
+        "now_text",
+        default=None,
+        metavar="TIME",
+        help="Judge as at this ISO 8601 time with offset (default: the current time).",
+    )(command)
+
+
+def _now(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as error:
+        raise click.BadParameter(f"{text!r} is not an ISO 8601 time", param_hint="--now") from error
+    if moment.tzinfo is None:
+        raise click.BadParameter("give the offset, e.g. 2026-12-02T10:00+08:00", param_hint="--now")
+    return moment.astimezone(UTC)
+
+
 def _json_option(command: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")(
         command
@@ -120,12 +142,14 @@ def _engine(database_url: str) -> Iterator[Engine]:
 
 def _percent(entry: dict[str, Any]) -> str:
     ratio = entry["ratio"]
-    text = "—" if ratio is None else f"{ratio * 100:.2f} %"
+    # cut like the ratio itself: 61.538 % shows as 61.53 %, never as a rounded-up 61.54 %
+    text = "—" if ratio is None else f"{(ratio * 100).quantize(_CENT, rounding=ROUND_FLOOR)} %"
     mark = "" if entry["meets_target"] in (None, True) else " !"
     return f"{entry['numerator']}/{entry['denominator']} {text}{mark}"
 
 
 _DAY = click.DateTime(formats=["%Y-%m-%d"])
+_CENT = Decimal("0.01")
 
 
 @click.group(
@@ -233,6 +257,7 @@ def figures_command(
 @click.option("--area", default=None, help="Only this transformer area's meters.")
 @click.option("--limit", default=100, show_default=True, help="Meters per page (1-1000).")
 @click.option("--after", default=None, help="The last meter of the previous page.")
+@_now_option
 @_rules_options
 @_database_option
 @_json_option
@@ -243,6 +268,7 @@ def worklist_command(
     area: str | None,
     limit: int,
     after: str | None,
+    now_text: str | None,
     zone: str | None,
     deadline: str | None,
     database_url: str,
@@ -260,6 +286,7 @@ def worklist_command(
             limit=limit,
             after=after,
             settings=settings,
+            now=_now(now_text),
         )
     if as_json:
         _echo_json({"day": day.date(), "meters": rows, "next_after": _next(rows, limit)})
@@ -318,6 +345,7 @@ def _command_line(command: dict[str, Any]) -> str:
 @click.argument("day", type=_DAY)
 @click.option("--gateway", default=None, help="Only this gateway's meters.")
 @click.option("--area", default=None, help="Only this transformer area's meters.")
+@_now_option
 @_rules_options
 @_database_option
 @_json_option
@@ -326,6 +354,7 @@ def readiness_command(
     day: datetime,
     gateway: str | None,
     area: str | None,
+    now_text: str | None,
     zone: str | None,
     deadline: str | None,
     database_url: str,
@@ -335,7 +364,9 @@ def readiness_command(
 
     settings = _rules(zone, deadline)
     with _engine(database_url) as engine, engine.connect() as conn:
-        report = readiness(conn, day.date(), gateway=gateway, area=area, settings=settings)
+        report = readiness(
+            conn, day.date(), gateway=gateway, area=area, settings=settings, now=_now(now_text)
+        )
     if as_json:
         _echo_json(report)
     else:
