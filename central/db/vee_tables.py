@@ -78,6 +78,8 @@ vee_exceptions = Table(
     Column("resolved_by", String(64), nullable=True),
     Column("resolved_at", UTCDateTime, nullable=True),
     Column("reason", Text, nullable=True),
+    # Ids are never reused (SQLite would reuse a deleted highest id): the API pages by id.
+    sqlite_autoincrement=True,
 )
 Index("ix_vee_exceptions_key", vee_exceptions.c.meter, vee_exceptions.c.obis, vee_exceptions.c.ts)
 Index("ix_vee_exceptions_meter_day", vee_exceptions.c.meter, vee_exceptions.c.day)

@@ -704,7 +704,7 @@ def _write(
         if r.obis is not None
     }
     conn.execute(delete(table).where(stale))
-    kept, _ = apply_suppression(conn, raised)
+    kept, _, _ = apply_suppression(conn, raised)
     insert_exceptions(conn, kept)
     touched |= {(r["meter"], r["obis"], r["ts"]) for r in kept if r["obis"] is not None}
     conn.execute(

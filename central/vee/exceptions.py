@@ -135,13 +135,16 @@ def _keys_clause(keys: Sequence[Key]) -> Any:
 
 def apply_suppression(
     conn: Connection, candidates: list[NewException]
-) -> tuple[list[NewException], set[Key]]:
-    """Drop candidates an operator already closed (same key, rule and value before VEE);
-    return the rest and the keys where a closed *override* applies to the value."""
+) -> tuple[list[NewException], set[Key], list[NewException]]:
+    """Sort the candidates against the exceptions already stored at their keys (same rule
+    and value before VEE): one an operator closed is not raised again; one still open is
+    not raised twice (validating the same reading again is harmless). Returns the rows to
+    insert, the keys where a closed *override* applies to the value, and the candidates in
+    effect (to insert, or already open) — what the reading's status follows from."""
     if not candidates:
-        return [], set()
+        return [], set(), []
     keys = sorted({(c["meter"], c["obis"], c["ts"]) for c in candidates}, key=_key_order)
-    closed: dict[tuple[Any, ...], Any] = {}
+    stored: dict[tuple[Any, ...], Any] = {}
     for part in _chunks(keys):
         for row in conn.execute(
             select(
@@ -152,22 +155,26 @@ def apply_suppression(
                 vee_exceptions.c.value_before,
                 vee_exceptions.c.value_after,
                 vee_exceptions.c.status,
-            ).where(vee_exceptions.c.status != OPEN, _keys_clause(part))
+            ).where(_keys_clause(part))
         ):
-            closed.setdefault((row.meter, row.obis, row.ts, row.rule), []).append(row)
-    if not closed:
-        return candidates, set()
-    kept: list[NewException] = []
+            stored.setdefault((row.meter, row.obis, row.ts, row.rule), []).append(row)
+    if not stored:
+        return candidates, set(), candidates
+    insert: list[NewException] = []
+    in_effect: list[NewException] = []
     overridden: set[Key] = set()
     for candidate in candidates:
         key = (candidate["meter"], candidate["obis"], candidate["ts"])
         value = candidate["value_before"]
-        matches = [r for r in closed.get((*key, candidate["rule"]), ()) if r.value_before == value]
+        matches = [r for r in stored.get((*key, candidate["rule"]), ()) if r.value_before == value]
         if not matches:
-            kept.append(candidate)
+            insert.append(candidate)
+            in_effect.append(candidate)
+        elif any(r.status == OPEN for r in matches):
+            in_effect.append(candidate)
         elif any(_override_applies(r, value) for r in matches):
             overridden.add(key)
-    return kept, overridden
+    return insert, overridden, in_effect
 
 
 def insert_exceptions(conn: Connection, rows: Sequence[NewException]) -> None:

@@ -284,15 +284,15 @@ class InlineValidator:
         corrected = list(corrected)
         if corrected:
             withdraw_exceptions(conn, corrected)
-        kept_rows, overridden = apply_suppression(conn, rows + external)
-        insert_exceptions(conn, kept_rows)
+        inserted, overridden, in_effect = apply_suppression(conn, rows + external)
+        insert_exceptions(conn, inserted)
         if external:
             # A stored total that the tariffs of this batch show wrong is held now.
-            kept_ids = {id(row) for row in kept_rows}
+            new_ids = {id(row) for row in inserted}
             refresh_statuses(
-                conn, [(e["meter"], e["obis"], e["ts"]) for e in external if id(e) in kept_ids]
+                conn, [(e["meter"], e["obis"], e["ts"]) for e in external if id(e) in new_ids]
             )
-        statuses = self._statuses(readings, raised, rows, kept_rows, overridden)
+        statuses = self._statuses(readings, raised, rows, in_effect, overridden)
         for kept, others, _ in duplicates:
             for other in others:
                 statuses[other] = statuses[kept]

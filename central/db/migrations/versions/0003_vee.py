@@ -72,6 +72,7 @@ def upgrade() -> None:
         sa.Column("resolved_at", _utc(), nullable=True),
         sa.Column("reason", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_vee_exceptions")),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_vee_exceptions_key", "vee_exceptions", ["meter", "obis", "ts"])
     op.create_index("ix_vee_exceptions_meter_day", "vee_exceptions", ["meter", "day"])
