@@ -308,6 +308,10 @@ def worklist_command(
         click.echo(f"more: central ops worklist {day.date()} --after {following}")
 
 
+def _seconds(value: Decimal | None) -> str:
+    return "-" if value is None else f"{value} s"
+
+
 def _next(rows: list[dict[str, Any]], limit: int) -> str | None:
     return rows[-1]["meter"] if len(rows) == limit else None
 
@@ -419,7 +423,7 @@ def health_command(gateway: str | None, database_url: str, as_json: bool) -> Non
         click.echo(
             f"{row['gateway']:<16} {row['status']:<16} meters {row['meters_in_archive']:>5}  "
             f"backlog {row['log_depth'] if row['log_depth'] is not None else '-'}  "
-            f"clock {row['clock_offset_s'] if row['clock_offset_s'] is not None else '-'} s  "
+            f"clock {_seconds(row['clock_offset_s'])}  "
             f"daily success {success['rate'] if success else '-'}  "
             f"waiting commands {row['commands_waiting']}"
         )

@@ -32,7 +32,7 @@ from collections import Counter, defaultdict
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, exists, func, select
+from sqlalchemy import Connection, exists, func, or_, select
 
 from central.db.schema import meters, readings
 from central.ops.evidence import (
@@ -46,6 +46,8 @@ from central.ops.settings import OpsSettings, ReadingDay
 from central.ops.worklist import classify, remedies_of
 
 __all__ = ["readiness"]
+
+_CHUNK = 500  # meters per IN (...) list
 
 
 def readiness(
@@ -63,27 +65,34 @@ def readiness(
     target = rules.reading_day(reading_day)
     ahead = moment < target.freeze
     basis = rules.reading_day(_newest_closed_day(rules, moment)) if ahead else target
-    query = meter_facts(rules, basis, gateway=gateway, area=area).order_by(meters.c.meter)
-    rows = [dict(row) for row in conn.execute(query).mappings()]
+    facts = meter_facts(rules, basis, gateway=gateway, area=area).subquery("facts")
+    checked = int(conn.execute(select(func.count()).select_from(facts)).scalar_one())
     clocks = clock_observations(conn, rules, basis)
     # Ahead of the day, a gateway that is down now will miss the reading day too; after
     # the collection it matters only for meters whose reading it failed to deliver.
     offline_now: dict[str, dict[str, Any]] = {}
     if ahead:
-        for state in load_gateways(conn, {row["gateway"] for row in rows}).values():
+        for state in load_gateways(conn, None if gateway is None else [gateway]).values():
             if state.last_birth_at is None or not state.online:
                 offline_now[state.id] = {
                     "reason": "offline now" if state.last_birth_at else "never connected",
                     "since": state.last_death_at,
                 }
-    suspects = [
-        row
-        for row in rows
-        if not row["reached"]
-        or (row["expected"] and not row["passed"])
-        or row["meter"] in clocks
-        or row["gateway"] in offline_now
-    ]
+    # Only the meters with something to say are read: failing ones, drifting clocks, and
+    # (ahead) the meters of gateways down now.
+    suspect = [facts.c.reached == 0, facts.c.expected - facts.c.passed == 1]
+    if offline_now:
+        suspect.append(facts.c.gateway.in_(sorted(offline_now)))
+    found_rows: dict[str, dict[str, Any]] = {
+        fact["meter"]: dict(fact)
+        for fact in conn.execute(select(facts).where(or_(*suspect))).mappings()
+    }
+    drifting = sorted(set(clocks) - set(found_rows))
+    for start in range(0, len(drifting), _CHUNK):
+        chunk = drifting[start : start + _CHUNK]
+        for fact in conn.execute(select(facts).where(facts.c.meter.in_(chunk))).mappings():
+            found_rows[fact["meter"]] = dict(fact)
+    suspects = [found_rows[meter] for meter in sorted(found_rows)]
     evidence = load_evidence(
         conn, rules, basis, [(row["meter"], row["gateway"], row["bus"]) for row in suspects]
     )
@@ -116,7 +125,7 @@ def readiness(
         if meter in clocks:
             found.append({"problem": "clock_drift", "detail": clocks[meter]})
         remedies[meter] = remedies_of(causes, meter, row["gateway"], basis, rules, moment)
-    by_meter = {row["meter"]: row for row in rows}
+    by_meter = found_rows
     listed = []
     for meter in sorted(problems):
         if not problems[meter]:
@@ -156,8 +165,8 @@ def readiness(
         "freeze_at": basis.freeze,
         "deadline": basis.deadline,
         "checked_at": moment,
-        "meters_checked": len(rows),
-        "meters_ready": len(rows) - sum(1 for item in listed if item["meter"] in by_meter),
+        "meters_checked": checked,
+        "meters_ready": checked - sum(1 for item in listed if item["meter"] in by_meter),
         "meters_not_ready": len(listed),
         "ready": not listed,
         "problems": dict(sorted(counts.items())),
