@@ -176,6 +176,7 @@ class StoredReading:
     read_at: datetime
     received_at: datetime
     corrections: int
+    vee_status: str | None = None  # None: not validated yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +307,8 @@ class IngestStore:
         if self._dialect not in ("sqlite", "postgresql"):
             raise ValueError(f"unsupported database backend {self._dialect!r}")
         self._upsert_readings = self._build_reading_upsert()
+        if self._dialect == "sqlite":
+            self._insert_new_readings = self._build_reading_insert()
         # RETURNING counts the rows inserted: executemany's rowcount is -1 on psycopg.
         self._insert_events = (
             self._insert(gateway_events)
@@ -721,6 +724,20 @@ class IngestStore:
         arrays = ", ".join(f"%s::{_PG_ARRAY_TYPES[name]}[]" for name in _READING_COLUMNS)
         return f"{head} SELECT * FROM unnest({arrays}) ON CONFLICT{tail}"
 
+    def _build_reading_insert(self) -> str:
+        """SQLite: the readings insert that skips existing keys, as driver SQL with a
+        ``{values}`` slot (see :meth:`_store_readings` for why it exists)."""
+        stmt = (
+            self._insert(readings)
+            .values({name: bindparam(name) for name in _READING_COLUMNS})
+            .on_conflict_do_nothing(index_elements=["meter", "obis", "ts"])
+        )
+        sql = str(stmt.compile(dialect=self.engine.dialect))
+        group = "(" + ", ".join(["?"] * len(_READING_COLUMNS)) + ")"
+        if sql.count(group) != 1:
+            raise RuntimeError(f"unexpected insert SQL: {sql}")
+        return sql.replace(group, "{values}")
+
     def _store_readings(
         self, conn: Connection, rows: list[tuple[Any, ...]]
     ) -> list[tuple[str, int, int]]:
@@ -732,20 +749,58 @@ class IngestStore:
             width = len(_READING_COLUMNS)
             group = "(" + ", ".join(["?"] * width) + ")"
             per_statement = _SQLITE_MAX_VARIABLES // width
-            # The driver's own cursor, inside this transaction: its rows are plain tuples
-            # (SQLAlchemy's Row wrapping of ~100 000 returned rows costs more than it says).
+            # The driver's own cursor, inside this transaction: its rows are plain tuples.
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
             try:
                 for start in range(0, len(rows), per_statement):
                     chunk = rows[start : start + per_statement]
-                    sql = self._upsert_readings.format(values=", ".join([group] * len(chunk)))
-                    returned.extend(cursor.execute(sql, tuple(chain.from_iterable(chunk))))
+                    values = ", ".join([group] * len(chunk))
+                    params = tuple(chain.from_iterable(chunk))
+                    # New keys are the rule: insert them with one step of the statement and
+                    # count them from rowcount. A RETURNING row per reading would cost a step
+                    # each, and the sqlite3 module releases the GIL around every step — with
+                    # the verify thread running, each reacquisition can wait a switch
+                    # interval (the convoy that kept the pipeline far below the store alone).
+                    cursor.execute(self._insert_new_readings.format(values=values), params)
+                    if cursor.rowcount == len(chunk):
+                        returned.extend((row[8], row[_SEQ_INDEX], 0) for row in chunk)
+                        continue
+                    returned.extend(self._settle_conflicts(cursor, chunk))
             finally:
                 cursor.close()
         else:
             columns = tuple(list(column) for column in zip(*rows, strict=True))
             result = conn.exec_driver_sql(self._upsert_readings, columns)
             returned.extend(tuple(r) for r in result.all())
+        return returned
+
+    def _settle_conflicts(
+        self, cursor: Any, chunk: list[tuple[Any, ...]]
+    ) -> list[tuple[str, int, int]]:
+        """SQLite, after the insert skipped some keys of ``chunk``: which rows went in just
+        now, and the upsert (higher seq wins, RETURNING) for the others."""
+        keys = [row[:3] for row in chunk]
+        stored: dict[tuple[Any, ...], tuple[str, int]] = {}
+        for start in range(0, len(keys), _SQLITE_MAX_VARIABLES // 3):
+            part = keys[start : start + _SQLITE_MAX_VARIABLES // 3]
+            sql = (
+                "SELECT meter, obis, ts, gateway, seq FROM readings WHERE (meter, obis, ts) IN "
+                f"(VALUES {', '.join(['(?, ?, ?)'] * len(part))})"
+            )
+            for meter, obis, ts, gateway, seq in cursor.execute(
+                sql, tuple(chain.from_iterable(part))
+            ):
+                stored[(meter, obis, ts)] = (gateway, seq)
+        # Fresh rows only reach here (resent seqs were filtered out), so a stored row with
+        # this row's gateway and seq is the one just inserted.
+        inserted = [row for row in chunk if stored.get(row[:3]) == (row[8], row[_SEQ_INDEX])]
+        returned = [(row[8], row[_SEQ_INDEX], 0) for row in inserted]
+        others = [row for row in chunk if stored.get(row[:3]) != (row[8], row[_SEQ_INDEX])]
+        if others:
+            width = len(_READING_COLUMNS)
+            group = "(" + ", ".join(["?"] * width) + ")"
+            sql = self._upsert_readings.format(values=", ".join([group] * len(others)))
+            returned.extend(cursor.execute(sql, tuple(chain.from_iterable(others))))
         return returned
 
     def _reader(self) -> Any:
