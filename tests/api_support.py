@@ -33,6 +33,8 @@ from central.api.tokens import issue_token
 from central.commands import MemoryPublisher, issue_command
 from central.ingest.store import IncomingEvent, IncomingReading, IngestStore, MeterEntry
 from central.settings import Settings
+from central.vee import get_exception, list_exceptions, validate_pending
+from central.vee.exceptions import insert_exceptions, new_exception
 from shared_protocol.wire import generate_private_key
 
 SECRET = "api-test-secret-" + "k" * 32
@@ -46,6 +48,10 @@ METERS = {
     "000000000003": ("gw-b", "TA-3"),
 }
 ENERGY = "1-0:1.8.0"
+READING_DAY = "2026-11-01"
+#: Reading day 2026-11-01 (Asia/Shanghai) freezes at 2026-11-01 16:00 UTC = hour 16 of the
+#: seed. Meter 3 has no reading then: O&M's worklist and readiness list it as missing.
+SILENT_AT_FREEZE = ("000000000003", 16)
 VOLTAGE = "1-0:32.7.0"
 
 
@@ -65,6 +71,7 @@ class ApiWorld:
     api_key: str
     api_key_id: str
     commands: dict[str, str] = field(default_factory=dict)  # gateway -> a command id
+    exceptions: dict[str, int] = field(default_factory=dict)  # meter -> its V7 exception
     counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def auth(self, who: str | None) -> dict[str, str]:
@@ -87,7 +94,9 @@ def _seed_readings(store: IngestStore) -> None:
     for gateway in ("gw-a", "gw-b"):
         store.enroll_gateway(gateway, at=T0 - timedelta(days=30))
         archive = [
-            MeterEntry(meter=m, address=m, protocol="dlt645", bus="bus1", transformer_area=area)
+            MeterEntry(
+                meter=m, address=m, protocol="dlt645-2007", bus="bus1", transformer_area=area
+            )
             for m, (gw, area) in METERS.items()
             if gw == gateway
         ]
@@ -105,6 +114,8 @@ def _seed_readings(store: IngestStore) -> None:
             if gw != gateway:
                 continue
             for hour in range(HOURS):
+                if meter == SILENT_AT_FREEZE[0] and hour == SILENT_AT_FREEZE[1]:
+                    continue
                 seq += 1
                 ts = T0 + timedelta(hours=hour)
                 records.append(
@@ -144,8 +155,55 @@ def _seed_readings(store: IngestStore) -> None:
         store.apply_batch(gateway, 1, 1, seq, records, events)
 
 
+#: The hour at which meters 2 and 3 report a register lower than the hour before: VEE rule
+#: V7 (register going backwards) opens one exception on each.
+BACKWARDS_HOUR = 30
+
+
+def _seed_vee(engine: Engine, store: IngestStore) -> dict[str, int]:
+    """Registers going backwards on meters 2 and 3, then VEE over every pending reading."""
+    for gateway, meter in (("gw-a", "000000000002"), ("gw-b", "000000000003")):
+        ts = T0 + timedelta(hours=BACKWARDS_HOUR)
+        value = energy_at(meter, BACKWARDS_HOUR - 1) - 5
+        reading = IncomingReading(
+            1000, meter, ENERGY, ts, value, "kWh", "curve", "scheduled", "ok", ts
+        )
+        store.apply_batch(gateway, 1, 1000, 1000, [reading])
+    validate_pending(engine)
+    with engine.connect() as conn:
+        found = list_exceptions(conn, rule="V7")
+    assert [row["meter"] for row in found] == ["000000000002", "000000000003"], found
+    return {row["meter"]: row["id"] for row in found}
+
+
+def open_exception(world: ApiWorld, meter: str = "000000000002") -> int:
+    """A new open exception on ``meter`` (a copy of its seeded V7 one), for writes."""
+    with world.engine.begin() as conn:
+        seeded = get_exception(conn, world.exceptions[meter])
+        assert seeded is not None
+        insert_exceptions(
+            conn,
+            [
+                new_exception(
+                    meter,
+                    seeded["obis"],
+                    seeded["ts"],
+                    "V7",
+                    seeded["severity"],
+                    seeded["value_before"],
+                    {"copy_of": seeded["id"]},
+                    datetime.now(UTC),
+                )
+            ],
+        )
+        newest = list_exceptions(conn, meter=meter, status="open", limit=1000)[-1]
+    return int(newest["id"])
+
+
 def build_world(engine: Engine, tmp_path: Path) -> ApiWorld:
-    _seed_readings(IngestStore(engine))
+    store = IngestStore(engine)
+    _seed_readings(store)
+    exceptions = _seed_vee(engine, store)
     key = generate_private_key()
     publisher = MemoryPublisher(key)
     settings = Settings(
@@ -182,6 +240,7 @@ def build_world(engine: Engine, tmp_path: Path) -> ApiWorld:
         tokens=tokens,
         api_key=api_key,
         api_key_id=info.id,
+        exceptions=exceptions,
     )
     world.client = TestClient(world.app, raise_server_exceptions=False)
     for gateway, meter in (("gw-a", "000000000001"), ("gw-b", "000000000003")):
@@ -251,4 +310,21 @@ ROUTE_EXAMPLES: dict[tuple[str, str], ExampleRequest] = {
     ("POST", "/api/v1/users/{name}/api-keys"): lambda w: {"path": {"name": "svc"}},
     ("DELETE", "/api/v1/users/{name}/api-keys/{key_id}"): _revocable_key,
     ("GET", "/api/v1/audit"): lambda w: {"params": {"limit": 10}},
+    ("GET", "/api/v1/gateways/{gateway}/health"): lambda w: {"path": {"gateway": "gw-b"}},
+    ("GET", "/api/v1/vee/exceptions"): lambda w: {"params": {"status": "open"}},
+    ("GET", "/api/v1/vee/exceptions/{exception_id}"): lambda w: {
+        "path": {"exception_id": w.exceptions["000000000002"]}
+    },
+    ("POST", "/api/v1/vee/exceptions/{exception_id}/resolve"): lambda w: {
+        "path": {"exception_id": open_exception(w)},
+        "json": {"reason": "register replaced on site, new meter reads from zero"},
+    },
+    ("POST", "/api/v1/vee/exceptions/{exception_id}/override"): lambda w: {
+        "path": {"exception_id": open_exception(w)},
+        "json": {"reason": "confirmed with the customer's own reading"},
+    },
+    ("GET", "/api/v1/vee/rules"): lambda w: {},
+    ("GET", "/api/v1/ops/figures"): lambda w: {"params": {"day": READING_DAY, "by": "area"}},
+    ("GET", "/api/v1/ops/worklist"): lambda w: {"params": {"day": READING_DAY}},
+    ("GET", "/api/v1/ops/readiness"): lambda w: {"params": {"reading_day": READING_DAY}},
 }

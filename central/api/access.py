@@ -26,6 +26,11 @@ not exist, so a scoped user cannot probe for other areas' meter numbers. A test 
 route has a parameter that is neither a resolver nor declared as not naming an object
 (:data:`NOT_OBJECT_REFERENCES`).
 
+Routes that aggregate over meters (O&M figures, the worklist, readiness) are declared
+``narrow``: a scoped user must pass ``area=`` (one of theirs) or ``gateway=`` (one in their
+gateways, not merely one serving their area), so a figure never mixes in other scopes'
+meters; without either the answer is 422 ``scope_required`` naming what to pass.
+
 Lists are filtered by the same rules in SQL (:meth:`Scope.meter_clause`,
 :meth:`Scope.gateway_clause`) or, for lists another module computes, by
 :meth:`Scope.filter_rows`.
@@ -47,6 +52,8 @@ __all__ = [
     "RESOLVERS",
     "AccessDenied",
     "Scope",
+    "ScopeRequired",
+    "check_narrowed",
     "check_references",
 ]
 
@@ -58,6 +65,10 @@ class AccessDenied(Exception):
         super().__init__(f"{kind} {value} not found")
         self.kind = kind
         self.value = value
+
+
+class ScopeRequired(Exception):
+    """A scoped user asked for an aggregate without narrowing it to their scope."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,3 +324,22 @@ def check_references(
         if value is None:
             continue
         RESOLVERS[name](conn, scope, value, context)
+
+
+def check_narrowed(scope: Scope, references: Iterable[tuple[str, Any]]) -> None:
+    """For an aggregating route: a scoped user names one of their areas or one of their own
+    gateways (the area itself is checked by its resolver); ScopeRequired otherwise."""
+    if scope.unrestricted:
+        return
+    given = dict(references)
+    if given.get("area"):
+        return
+    gateway = given.get("gateway")
+    if gateway and scope.gateway_actionable(str(gateway)):
+        return
+    choices = [f"area={a}" for a in sorted(scope.areas)]
+    choices += [f"gateway={g}" for g in sorted(scope.gateways)]
+    raise ScopeRequired(
+        "your access is limited to part of the system: narrow this request with one of "
+        + ", ".join(choices)
+    )

@@ -27,7 +27,7 @@ from central.api import errors
 from central.api.deps import READ_METHODS, ApiConfig, ApiState, ObjectNotFound
 from central.api.middleware import BodyLimitMiddleware, RejectNulMiddleware, RequestIdMiddleware
 from central.api.routes import audit as audit_routes
-from central.api.routes import auth, commands, gateways, meters, readings, users
+from central.api.routes import auth, commands, gateways, meters, ops, readings, users, vee
 from central.api.routing import API_PREFIX, ApiRouter, route_table
 from central.settings import Settings
 
@@ -37,8 +37,11 @@ __all__ = ["API_PREFIX", "ROUTERS", "create_app", "undeclared_routes"]
 ROUTERS: Final[tuple[ApiRouter, ...]] = (
     auth.router,
     gateways.router,
+    ops.gateway_health_router,
     meters.router,
     readings.router,
+    vee.router,
+    ops.router,
     commands.router,
     users.router,
     audit_routes.router,
@@ -62,11 +65,15 @@ def create_app(
     engine: Engine | None = None,
     config: ApiConfig | None = None,
     command_publisher: Any = None,
+    ops_settings: Any = None,
 ) -> FastAPI:
     """The API application. Without ``engine`` it makes one from ``settings`` and disposes
-    of it at shutdown; migrations are not run here (``central api serve`` runs them once
+    of it at shutdown; without ``ops_settings`` the O&M rules come from ``M2C_OPS_*``;
+    without ``command_publisher`` commands go out over MQTT (``central.api.services``);
+    migrations are not run here (``central api serve`` runs them once
     before starting workers)."""
     from central.db import make_engine
+    from central.ops import OpsSettings
 
     settings = settings or Settings.from_env()
     config = config or ApiConfig()
@@ -76,6 +83,7 @@ def create_app(
         engine=engine if engine is not None else make_engine(settings.database_url),
         config=config,
         command_publisher=command_publisher,
+        ops_settings=ops_settings or OpsSettings.from_env(),
     )
 
     @asynccontextmanager

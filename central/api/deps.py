@@ -29,8 +29,8 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
 from central import audit
-from central.api.access import AccessDenied, check_references
-from central.api.errors import Forbidden, NotFound, Unauthorized
+from central.api.access import AccessDenied, ScopeRequired, check_narrowed, check_references
+from central.api.errors import Forbidden, Invalid, NotFound, Unauthorized
 from central.api.tokens import TokenError, read_token
 from central.api.users import User, UserNotFound, authenticate_api_key, get_user_by_id
 from central.settings import Settings
@@ -69,9 +69,12 @@ class ApiState:
     engine: Engine
     config: ApiConfig = field(default_factory=ApiConfig)
     command_publisher: Any = None
+    ops_settings: Any = None  # central.ops.OpsSettings; from M2C_OPS_* when not given
 
 
-def get_api(request: Request) -> ApiState:
+# Dependencies that do no I/O are ``async``: FastAPI runs a plain ``def`` dependency in the
+# thread pool, a hop that costs more than the dependency itself.
+async def get_api(request: Request) -> ApiState:
     state: ApiState = request.app.state.api
     return state
 
@@ -160,7 +163,7 @@ class RoleCheck:
     def __init__(self, roles: frozenset[str]) -> None:
         self.roles = roles
 
-    def __call__(self, request: Request, user: CurrentUser) -> User:
+    async def __call__(self, request: Request, user: CurrentUser) -> User:
         if user.role not in self.roles:
             route = request.scope.get("route")
             path = getattr(route, "path", request.url.path)
@@ -193,6 +196,12 @@ async def authorize_objects(request: Request, user: CurrentUser, conn: ReadConn)
             body = None  # the route's body validation answers 422
         if isinstance(body, dict):
             references += list(body.items())
+    route = request.scope.get("route")
+    if (getattr(route, "openapi_extra", None) or {}).get("x-narrow"):
+        try:
+            check_narrowed(user.scope, references)
+        except ScopeRequired as error:
+            raise Invalid(str(error), code="scope_required") from None
     try:
         await run_in_threadpool(check_references, conn, user.scope, references, write=write)
     except AccessDenied as denied:
@@ -235,7 +244,7 @@ class Auditor:
         self.written += 1
 
 
-def get_auditor(request: Request, user: CurrentUser) -> Auditor:
+async def get_auditor(request: Request, user: CurrentUser) -> Auditor:
     return Auditor(request, user)
 
 

@@ -181,7 +181,13 @@ class ApiRouter:
     def __init__(self, *, prefix: str = "", tags: Iterable[str] = ()) -> None:
         self.router = APIRouter(prefix=prefix, tags=list(tags))
 
-    def get(self, path: str, *, roles: frozenset[str], **kwargs: Any) -> Callable[[F], F]:
+    def get(
+        self, path: str, *, roles: frozenset[str], narrow: bool = False, **kwargs: Any
+    ) -> Callable[[F], F]:
+        """``narrow``: the route aggregates over meters (figures, worklists), so a scoped
+        user must narrow it to one of their areas or gateways (``central.api.access``)."""
+        if narrow:
+            kwargs["openapi_extra"] = {**kwargs.get("openapi_extra", {}), "x-narrow": True}
         return self._route("GET", path, roles=roles, action=None, **kwargs)
 
     def post(

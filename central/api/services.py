@@ -111,18 +111,13 @@ def command_publisher(api: ApiState) -> Any:
 
 def exception_meter(conn: Connection, exception_id: object) -> str | None:
     """The meter a VEE exception is about; None when there is no such exception."""
-    from central import vee
+    from central.vee import get_exception
 
     try:
         number = int(str(exception_id))
     except ValueError:
         return None
-    getter: Any = getattr(vee, "get_exception", None)
-    if getter is None:
+    if not 1 <= number < 2**63:
         return None
-    try:
-        found = getter(conn, number)
-    except ValueError:
-        return None
-    meter = found.get("meter") if isinstance(found, dict) else getattr(found, "meter", None)
-    return None if meter is None else str(meter)
+    found = get_exception(conn, number)
+    return None if found is None else str(found["meter"])
