@@ -17,6 +17,7 @@ from vee_support import (
     exceptions,
     freezes,
     local_midnight,
+    rising_values,
     rules_raised,
     status_of,
 )
@@ -31,14 +32,9 @@ E = "1-0:1.8.0"
 P = "1-0:16.7.0"
 
 
-def rising(start: str = "0.5", step: str = "0.001") -> list[Decimal | None]:
-    """96 distinct rising values: no spike, no frozen run."""
-    return [Decimal(start) + Decimal(step) * k for k in range(96)]
-
-
 def test_v1_completeness_lists_the_gaps(engine: Engine) -> None:
     feed = Feed(engine)
-    full = rising()
+    full = rising_values()
     holed = list(full)
     holed[30] = None
     feed.send_all(curve("m1", DAY, full) + curve("m2", DAY, holed))
@@ -62,7 +58,7 @@ def test_v4_spike_max_against_third_max(engine: Engine) -> None:
     feed = Feed(engine)
     # Rising 0.500 … 0.595: with a spike at k = 40 the third highest is 0.594, and
     # 1.5 × 0.594 = 0.891. 0.891 passes; 0.8911 is a spike.
-    ok, spiked = rising(), rising()
+    ok, spiked = rising_values(), rising_values()
     ok[40], spiked[40] = Decimal("0.891"), Decimal("0.8911")
     feed.send_all(curve("m1", DAY, ok) + curve("m2", DAY, spiked))
     close_day(engine, DAY)
@@ -139,7 +135,7 @@ def test_v10_intervals_against_the_daily_freeze(engine: Engine) -> None:
 
 def test_v13_frozen_non_zero_values(engine: Engine) -> None:
     feed = Feed(engine)
-    seven, eight = rising(), rising()
+    seven, eight = rising_values(), rising_values()
     for k in range(10, 17):
         seven[k] = Decimal("0.7")
     for k in range(10, 18):
@@ -153,11 +149,13 @@ def test_v13_frozen_non_zero_values(engine: Engine) -> None:
 
 def test_v14_prolonged_estimation(engine: Engine) -> None:
     feed = Feed(engine)
-    holed = rising()
+    holed = rising_values()
     holed[50] = None
     for back in range(3, -1, -1):  # m1: a gap on 4 days in a row, m2: on 3
         day = DAY - timedelta(days=back)
-        feed.send_all(curve("m1", day, holed) + curve("m2", day, holed if back < 3 else rising()))
+        feed.send_all(
+            curve("m1", day, holed) + curve("m2", day, holed if back < 3 else rising_values())
+        )
         close_day(engine, day)
     [raised] = exceptions(engine, rule="V14")
     assert raised["meter"] == "m1" and raised["day"] == DAY
@@ -182,7 +180,7 @@ def test_v15_meter_events_are_routed(engine: Engine) -> None:
 
 def test_close_day_again_replaces_open_exceptions_and_estimates(engine: Engine) -> None:
     feed = Feed(engine)
-    holed = rising()
+    holed = rising_values()
     holed[30] = None
     feed.send_all(curve("m1", DAY, holed))
     close_day(engine, DAY)

@@ -154,3 +154,8 @@ def curve(
         for k, v in enumerate(values)
         if v is not None
     ]
+
+
+def rising_values(start: str = "0.5", step: str = "0.001") -> list[Decimal | None]:
+    """96 distinct rising values: no spike, no frozen run."""
+    return [Decimal(start) + Decimal(step) * k for k in range(96)]

@@ -204,8 +204,8 @@ class Rule:
 
     @classmethod
     def source(cls) -> str:
-        """The first line of the docstring: the rule's source."""
-        return (cls.__doc__ or "").strip().splitlines()[0]
+        """The docstring on one line: where the rule comes from."""
+        return " ".join((cls.__doc__ or "").split())
 
 
 class Completeness(Rule):
@@ -250,8 +250,8 @@ class ClockTolerance(Rule):
     scope = Scope.READING
     severity = Severity.ISSUE
     logic = (
-        "instant readings: |read at − reading time| > flag → information, > quarantine → "
-        "issue; any reading timed more than quarantine after its arrival → issue"
+        "instant readings read more than flag from their time → information, more than "
+        "quarantine → issue; any reading timed more than quarantine after its arrival → issue"
     )
     parameters = (
         _p("flag_s", 60, "s", "offset that flags a reading"),
