@@ -38,6 +38,8 @@ from central.vee.exceptions import insert_exceptions, new_exception
 from shared_protocol.wire import generate_private_key
 
 SECRET = "api-test-secret-" + "k" * 32
+#: The app folds command results this often in tests (10 s in production).
+COMMAND_SYNC_S = 0.2
 PASSWORD = "correct horse battery staple"
 ROLES = ("collection_om", "billing", "fee_collection", "supervisor", "read_only", "admin")
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -233,7 +235,12 @@ def build_world(engine: Engine, tmp_path: Path) -> ApiWorld:
         user_library.add_user(conn, "svc", "billing", kind="service")
         api_key, info = user_library.issue_api_key(conn, "svc")
     world = ApiWorld(
-        app=create_app(settings, engine=engine, config=ApiConfig(), command_publisher=publisher),
+        app=create_app(
+            settings,
+            engine=engine,
+            config=ApiConfig(command_sync_s=COMMAND_SYNC_S),
+            command_publisher=publisher,
+        ),
         client=None,  # type: ignore[arg-type]
         engine=engine,
         publisher=publisher,

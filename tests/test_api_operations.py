@@ -12,12 +12,22 @@ day: the API adds access, paging and shape, never its own arithmetic.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+import time
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from api_support import BACKWARDS_HOUR, ENERGY, READING_DAY, T0, ApiWorld, open_exception
+from api_support import (
+    BACKWARDS_HOUR,
+    COMMAND_SYNC_S,
+    ENERGY,
+    READING_DAY,
+    T0,
+    ApiWorld,
+    open_exception,
+)
 
+from central.ingest.store import IngestStore
 from central.ops import daily_figures, readiness
 
 pytest_plugins = ["central_fixtures", "api_fixtures"]
@@ -243,3 +253,31 @@ def test_gateway_health(world: ApiWorld) -> None:
     assert health["clock_offset_s"] == "0.5"
     assert world.request("GET", "/api/v1/gateways/gw-b/health", "om-ta1").status_code == 404
     assert world.request("GET", "/api/v1/gateways/nope/health", "admin").status_code == 404
+
+
+def test_a_gateways_result_reaches_the_command(world: ApiWorld) -> None:
+    """The app folds command results in the background: the gateway's answer (a
+    ``command_result`` event stored by ingestion) shows on GET /commands/{id}."""
+    command = ok(
+        world.request(
+            "POST",
+            "/api/v1/commands",
+            "collection_om",
+            json={"kind": "clock_sync", "gateway": "gw-b"},
+        ),
+        201,
+    )
+    IngestStore(world.engine).record_gateway_event(
+        "gw-b",
+        "command_result",
+        {"id": command["id"], "status": "ok", "detail": {"set": 1}},
+        at=datetime.now(UTC),
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        body = ok(world.request("GET", f"/api/v1/commands/{command['id']}", "read_only"))
+        if body["status"] != "sent" or time.monotonic() > deadline:
+            break
+        time.sleep(COMMAND_SYNC_S)
+    assert body["status"] == "succeeded"
+    assert body["result_detail"] == {"set": 1}

@@ -12,6 +12,9 @@ refuses to build an app in which a route declares no roles.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -32,6 +35,8 @@ from central.api.routing import API_PREFIX, ApiRouter, route_table
 from central.settings import Settings
 
 __all__ = ["API_PREFIX", "ROUTERS", "create_app", "undeclared_routes"]
+
+log = logging.getLogger(__name__)
 
 #: Every router of the API, mounted under /api/v1 (``health`` at the root).
 ROUTERS: Final[tuple[ApiRouter, ...]] = (
@@ -88,9 +93,18 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        if owns_engine:
-            state.engine.dispose()
+        syncer = None
+        if config.command_sync_s:
+            syncer = asyncio.create_task(_sync_command_results(state.engine, config.command_sync_s))
+        try:
+            yield
+        finally:
+            if syncer is not None:
+                syncer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await syncer
+            if owns_engine:
+                state.engine.dispose()
 
     app = FastAPI(
         title="meter2cash central API",
@@ -130,6 +144,24 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)  # added last: outermost
     return app
+
+
+async def _sync_command_results(engine: Engine, every_s: float) -> None:
+    """Keep command statuses current for GET /commands: fold the gateways' results in and
+    expire overdue commands, every ``every_s`` seconds. Idempotent, so every API worker may
+    run it; a failure is logged and retried, never fatal."""
+    from central.commands import sync_results
+
+    def sync() -> None:
+        with engine.begin() as conn:
+            sync_results(conn)
+
+    while True:
+        try:
+            await run_in_threadpool(sync)
+        except Exception:  # keep serving: the next round retries
+            log.exception("folding command results failed; retrying in %s s", every_s)
+        await asyncio.sleep(every_s)
 
 
 def _record_refusal(engine: Engine, request: Request, exc: errors.ApiError) -> None:

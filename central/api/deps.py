@@ -61,6 +61,9 @@ class ApiConfig:
 
     token_ttl: timedelta = timedelta(minutes=15)
     max_body_bytes: int = 1024 * 1024
+    #: How often the process folds gateways' command results into the commands table
+    #: (``central.commands.sync_results``); None: never (another process does it).
+    command_sync_s: float | None = 10.0
 
 
 @dataclass(slots=True)
