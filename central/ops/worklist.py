@@ -232,44 +232,19 @@ def remedies_for(
     remedies = []
     for action in CAUSES[cause][2]:
         if action == "read_now":
-            remedies.append(
-                {
-                    "action": "read_now",
-                    "label": f"read {settings.billing_obis} from meter {meter} now",
-                    "command": {
-                        "gateway": gateway,
-                        "kind": "read_now",
-                        "args": {"meter": meter, "what": settings.billing_obis},
-                    },
-                }
-            )
+            label = f"read {settings.billing_obis} from meter {meter} now"
+            args: dict[str, Any] = {"meter": meter, "what": settings.billing_obis}
         elif action == "backfill":
             days = backfill_days(day, settings, now)
             if days is None:
                 continue
-            remedies.append(
-                {
-                    "action": "backfill",
-                    "label": f"补抄: re-read meter {meter}'s open slots of the last {days} days",
-                    "command": {
-                        "gateway": gateway,
-                        "kind": "backfill",
-                        "args": {"days": days, "meters": [meter]},
-                    },
-                }
-            )
-        elif action == "clock_sync":
-            remedies.append(
-                {
-                    "action": "clock_sync",
-                    "label": f"check and set meter {meter}'s clock",
-                    "command": {
-                        "gateway": gateway,
-                        "kind": "clock_sync",
-                        "args": {"meters": [meter]},
-                    },
-                }
-            )
+            label = f"补抄: re-read meter {meter}'s open slots of the last {days} days"
+            args = {"days": days, "meters": [meter]}
+        else:
+            label = f"check and set meter {meter}'s clock"
+            args = {"meters": [meter]}
+        command = {"gateway": gateway, "kind": action, "args": args}
+        remedies.append({"action": action, "label": label, "command": command})
     return remedies
 
 
