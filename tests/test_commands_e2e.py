@@ -56,6 +56,14 @@ def settle(engine: Any, command_id: str, timeout: float = 20.0) -> dict[str, Any
     return row
 
 
+def send(chain: Any, key_path: Path, **request: Any) -> dict[str, Any]:
+    """One command over the real broker, with central's identity and key."""
+    with MqttCommandPublisher(chain.broker_config, load_command_key(key_path)) as publisher:
+        return issue_command(
+            chain.engine, publisher, gateway="gw-demo", requested_by="ops:e2e", **request
+        )
+
+
 @pytest.fixture(scope="module")
 def chain_with_agent(tmp_path_factory: pytest.TempPathFactory) -> Any:
     work = Path(tmp_path_factory.mktemp("cmd"))
@@ -81,15 +89,7 @@ def chain_with_agent(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def test_read_now_runs_on_the_gateway_and_its_result_comes_back(chain_with_agent: Any) -> None:
     chain, _, key_path = chain_with_agent
     meter = chain.meters[0].address
-    with MqttCommandPublisher(chain.broker_config, load_command_key(key_path)) as publisher:
-        row = issue_command(
-            chain.engine,
-            publisher,
-            gateway="gw-demo",
-            kind="read_now",
-            args={"meter": meter, "what": "1-0:1.8.0"},
-            requested_by="ops:e2e",
-        )
+    row = send(chain, key_path, kind="read_now", args={"meter": meter, "what": "1-0:1.8.0"})
     assert row["status"] == "sent"
     done = settle(chain.engine, row["id"])
     assert done["status"] == "succeeded", done
@@ -111,14 +111,7 @@ def test_read_now_runs_on_the_gateway_and_its_result_comes_back(chain_with_agent
 
 def test_clock_sync_checks_every_meter(chain_with_agent: Any) -> None:
     chain, _, key_path = chain_with_agent
-    with MqttCommandPublisher(chain.broker_config, load_command_key(key_path)) as publisher:
-        row = issue_command(
-            chain.engine,
-            publisher,
-            gateway="gw-demo",
-            kind="clock_sync",
-            requested_by="ops:e2e",
-        )
+    row = send(chain, key_path, kind="clock_sync")
     done = settle(chain.engine, row["id"])
     assert done["status"] == "succeeded", done
     checked = {check["meter"] for check in done["result_detail"]["result"]}
@@ -132,16 +125,9 @@ def test_an_expired_command_is_refused_by_the_gateway_and_recorded_expired(
     allowance, so the gateway answers ``expired`` and runs nothing. (Central may mark it
     expired itself first; the gateway's answer, when it comes, is recorded over that.)"""
     chain, _, key_path = chain_with_agent
-    with MqttCommandPublisher(chain.broker_config, load_command_key(key_path)) as publisher:
-        row = issue_command(
-            chain.engine,
-            publisher,
-            gateway="gw-demo",
-            kind="rebirth",
-            requested_by="ops:e2e",
-            ttl=60,
-            now=datetime.now(UTC) - timedelta(minutes=10),
-        )
+    row = send(
+        chain, key_path, kind="rebirth", ttl=60, now=datetime.now(UTC) - timedelta(minutes=10)
+    )
     done = settle(chain.engine, row["id"])
     assert done["status"] == "expired"
     assert done["result_detail"]["reason"] == "expired"

@@ -39,6 +39,7 @@ __all__ = [
     "checksum_signs",
     "clock_observation",
     "clock_observations",
+    "decimal_or_none",
     "events_of_gateways",
     "failure_signs",
     "gateway_offline",
@@ -227,10 +228,11 @@ def clock_observation(
     threshold (a clock the edge found off), else None."""
     if code not in CLOCK_CODES or not isinstance(detail, dict):
         return None
-    offset = _seconds(detail.get("offset_s" if code == "clock_offset" else "offset_before_s"))
+    key = "offset_s" if code == "clock_offset" else "offset_before_s"
+    offset = decimal_or_none(detail.get(key))
     if offset is None or abs(offset) <= settings.clock_threshold_s:
         return None
-    after = _seconds(detail.get("offset_after_s"))
+    after = decimal_or_none(detail.get("offset_after_s"))
     return {
         "at": at,
         "code": code,
@@ -290,21 +292,20 @@ def _reason_text(detail: Any) -> str:
 
 
 def _positive(value: Any) -> bool:
-    try:
-        return Decimal(str(value)) > 0
-    except (InvalidOperation, ValueError):
-        return False
+    number = decimal_or_none(value)
+    return number is not None and number > 0
 
 
-def _seconds(value: Any) -> Decimal | None:
-    """An offset as the edge sends it (a number, or a float's text) as Decimal seconds."""
+def decimal_or_none(value: Any) -> Decimal | None:
+    """A number as the edge sends it in JSON (an integer, a Decimal's or a float's text) as
+    a finite Decimal; None for anything else."""
     if value is None or isinstance(value, bool):
         return None
     try:
-        seconds = Decimal(str(value))
+        number = Decimal(str(value))
     except (InvalidOperation, ValueError):
         return None
-    return seconds if seconds.is_finite() else None
+    return number if number.is_finite() else None
 
 
 def events_of_gateways(

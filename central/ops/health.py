@@ -20,7 +20,6 @@ uplink_trouble      nacks, evicted or quarantined log records, rejected batches 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from sqlalchemy import Connection, func, select
@@ -28,7 +27,12 @@ from sqlalchemy import Connection, func, select
 from central.commands.tracking import WAITING
 from central.db.ops_tables import commands
 from central.db.schema import ingest_watermarks, meters, statistics
-from central.ops.evidence import SUCCESS_STATISTIC, events_of_gateways, load_gateways
+from central.ops.evidence import (
+    SUCCESS_STATISTIC,
+    decimal_or_none,
+    events_of_gateways,
+    load_gateways,
+)
 from central.ops.settings import OpsSettings
 
 __all__ = ["TROUBLE_CODES", "gateway_health"]
@@ -100,7 +104,7 @@ def gateway_health(
         else:
             status = "offline"
         mark = marks.get(gateway_id)
-        clock_offset = _decimal(birth.get("clock_offset_s"))
+        clock_offset = decimal_or_none(birth.get("clock_offset_s"))
         entry: dict[str, Any] = {
             "gateway": gateway_id,
             "status": status,
@@ -182,13 +186,3 @@ def _latest_daily_success(
                 "reported_at": row.at,
             }
     return latest
-
-
-def _decimal(value: Any) -> Decimal | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        return None
-    return number if number.is_finite() else None
