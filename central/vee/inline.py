@@ -342,19 +342,17 @@ class InlineValidator:
         hold waits in ``batch.deferred`` (with every later reading of its key). Returns
         _DISORDER when a key repeats or goes back in time."""
         channels, meters, last, limits = self._channels, self._meters, self._last, self._limits
-        state, base, groups, raised = batch.state, batch.base, batch.groups, batch.raised
-        times, deferred, need, need_meters = (
-            batch.times,
-            batch.deferred,
-            batch.need,
-            batch.need_meters,
-        )
+        state, others, base = batch.state, batch.others, batch.base
+        groups, raised, times = batch.groups, batch.raised, batch.times
+        deferred, need, need_meters = batch.deferred, batch.need, batch.need_meters
         waiting = _WAITING
+        zero = _ZERO
         low, high = 1, 0
         quarantine = flag = interval = future = 0
         flag_unknown = False
-        high_water = low_water = modulus = margin = contract_factor = default_kw = _ZERO
-        last_span, last_kw, limit = -1, _ZERO, _ZERO
+        high_water = low_water = modulus = margin = contract_factor = zero
+        default_kw = negative_default_kw = zero
+        last_span, last_kw, limit = -1, zero, zero
         for i in order:
             r = readings[i]
             moment = r.time
@@ -368,6 +366,7 @@ class InlineValidator:
                 high_water, low_water, modulus = c.high_water, c.low_water, c.modulus
                 margin, contract_factor = c.margin, c.contract_factor
                 default_kw, flag_unknown = c.default_kw, c.flag_unknown
+                negative_default_kw = -default_kw
                 future = now_us + quarantine
             meter = r.meter
             obis = r.obis
@@ -376,27 +375,34 @@ class InlineValidator:
             if ch is None:
                 ch = channels[obis] = channel(obis)
             cls = ch.cls
-            seen = state.get(key)
-            if seen is not None:
-                if seen is waiting:
-                    deferred.append(i)
-                    continue
-                if us <= seen[2]:
-                    return _DISORDER
-            elif cls is _REGISTER:
-                # The previous accepted value: fetched for this batch, or cached.
-                seen = base.get(key) if base else None
-                if seen is None:
-                    seen = last.get(key)
-                    if seen is None or seen[0] >= us:
-                        # It must come from the database (one query for the batch).
-                        assert may_defer, "a register still missing after the fetch"
-                        need[key] = us
-                        state[key] = waiting
+            register = cls is _REGISTER
+            if register:
+                seen = state.get(key)
+                if seen is not None:
+                    if seen is waiting:
                         deferred.append(i)
-                        if meter not in meters:
-                            need_meters.add(meter)
                         continue
+                    if us <= seen[2]:
+                        return _DISORDER
+                else:
+                    # The previous accepted value: fetched for this batch, or cached.
+                    seen = base.get(key) if base else None
+                    if seen is None:
+                        seen = last.get(key)
+                        if seen is None or seen[0] >= us:
+                            # It must come from the database (one query for the batch).
+                            assert may_defer, "a register still missing after the fetch"
+                            need[key] = us
+                            state[key] = waiting
+                            deferred.append(i)
+                            if meter not in meters:
+                                need_meters.add(meter)
+                            continue
+            else:
+                seen = _NO_PREVIOUS
+                seen_us = others.get(key)
+                if seen_us is not None and us <= seen_us:
+                    return _DISORDER
             info = meters.get(meter)
             if info is None:
                 assert may_defer, "a meter still missing after the fetch"
@@ -409,7 +415,10 @@ class InlineValidator:
                 raised.append(
                     (i, "V16", _TERMINATE, {"removed_from": settings.effective_from.isoformat()})
                 )
-                state[key] = _held(seen, base, last, key, us)
+                if register:
+                    state[key] = (seen[0], seen[1], us)
+                else:
+                    others[key] = us
                 continue
             if flag_unknown and not info.in_archive:
                 raised.append((i, "V16", _INFO, {"reason": "meter is in no gateway's archive"}))
@@ -417,7 +426,10 @@ class InlineValidator:
             # checked on it.
             if r.unit != ch.unit and ch.known:
                 raised.append((i, "V11", _TERMINATE, {"unit": r.unit, "expected": ch.unit}))
-                state[key] = _held(seen, base, last, key, us)
+                if register:
+                    state[key] = (seen[0], seen[1], us)
+                else:
+                    others[key] = us
                 continue
             held = False
             # V3: a time in the future, or an instant reading not timed when it was read.
@@ -440,17 +452,16 @@ class InlineValidator:
             elif kind == "curve" and us % interval:
                 raised.append((i, "V12", _ISSUE, {"off_grid_s": (us % interval) / 1e6}))
                 held = True
-            if cls is _REGISTER:
-                assert seen is not None
+            if register:
                 prev_us, prev = seen[0], seen[1]
                 value = r.value
-                if value < 0:
+                if value < zero:
                     raised.append((i, "V7", _ISSUE, {"reason": "negative register"}))
                     held = True
                 elif prev is not None:
                     delta = value - prev
                     backwards = False
-                    if delta < 0:
+                    if delta < zero:
                         if prev > high_water and value < low_water:
                             delta = modulus - prev + value
                             raised.append((i, "V8", _INFO, _detail(prev_us, prev, delta)))
@@ -492,10 +503,15 @@ class InlineValidator:
                         member = groups[meter, ch.group, us] = {}
                     member[ch.tariff] = i
                 continue
+            others[key] = us
             if cls is _POWER:
                 value = r.value
-                kw = settings.rating_kw * margin if settings else default_kw
-                if value > kw or -value > kw:
+                if settings is None:
+                    kw, negative_kw = default_kw, negative_default_kw
+                else:
+                    kw = settings.rating_kw * margin
+                    negative_kw = -kw
+                if value > kw or value < negative_kw:
                     raised.append((i, "V9", _ISSUE, {"power": str(value), "limit": str(kw)}))
                 elif (
                     ch.contract
@@ -509,7 +525,6 @@ class InlineValidator:
                         "factor": str(contract_factor),
                     }
                     raised.append((i, "V9", _INFO, detail))
-            state[key] = (0, None, us)
         return None
 
     def _sum_check(
@@ -624,12 +639,24 @@ class InlineValidator:
 class _Batch:
     """The working state of one validate call."""
 
-    __slots__ = ("base", "deferred", "groups", "need", "need_meters", "raised", "state", "times")
+    __slots__ = (
+        "base",
+        "deferred",
+        "groups",
+        "need",
+        "need_meters",
+        "others",
+        "raised",
+        "state",
+        "times",
+    )
 
     def __init__(self) -> None:
         # (meter, obis) -> (time and value of the last accepted register reading, time seen
         # last in this batch); the same tuples go into the validator's cache afterwards.
         self.state: dict[tuple[str, str], tuple[int, Decimal | None, int]] = {}
+        # Other quantities: (meter, obis) -> time seen last in this batch.
+        self.others: dict[tuple[str, str], int] = {}
         self.base: dict[tuple[str, str], tuple[int, Decimal | None, int]] = {}
         self.groups: dict[tuple[str, str, int], dict[int, int]] = {}
         self.raised: list[tuple[int, str, str, dict[str, Any]]] = []
@@ -637,18 +664,6 @@ class _Batch:
         self.need: dict[tuple[str, str], int] = {}
         self.need_meters: set[str] = set()
         self.times: dict[datetime, int] = {}
-
-
-def _held(
-    seen: tuple[int, Decimal | None, int] | None,
-    base: dict[tuple[str, str], tuple[int, Decimal | None, int]],
-    last: dict[tuple[str, str], tuple[int, Decimal | None, int]],
-    key: tuple[str, str],
-    us: int,
-) -> tuple[int, Decimal | None, int]:
-    """The state of a key whose reading was not accepted: the previous one stays."""
-    found = seen or base.get(key) or last.get(key) or _NO_PREVIOUS
-    return (found[0], found[1], us)
 
 
 def _ratio(settings: Any) -> Decimal:
