@@ -289,3 +289,25 @@ def test_command_key_files(tmp_path: Any) -> None:
     path.write_text("not a key")
     with pytest.raises(CommandKeyError, match="not an Ed25519 private key"):
         load_command_key(path)
+
+
+def test_an_unreachable_broker_is_named_and_the_command_recorded_failed(
+    area: Engine, key: Any
+) -> None:
+    import socket
+
+    from central.commands import MqttCommandPublisher
+    from central.ingest.consumer import BrokerConfig
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    publisher = MqttCommandPublisher(BrokerConfig("127.0.0.1", port), key, timeout_s=0.5)
+    try:
+        row = issue_command(
+            area, publisher, gateway="gw-a", kind="rebirth", requested_by="ops:test"
+        )
+    finally:
+        publisher.close()
+    assert row["status"] == "failed"
+    assert f"cannot reach the broker at 127.0.0.1:{port}" in row["result_detail"]["error"]

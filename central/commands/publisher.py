@@ -92,6 +92,7 @@ class MqttCommandPublisher:
         self._refused: str | None = None
         self._client = self._make_client()
         self._started = False
+        self._lock = threading.Lock()  # API workers publish from several threads
 
     def _make_client(self) -> mqtt.Client:
         client = mqtt.Client(
@@ -127,12 +128,13 @@ class MqttCommandPublisher:
 
     def connect(self) -> None:
         """Connect and wait for the broker's CONNACK (:class:`CommandPublishError` if not)."""
-        if not self._started:
-            self._client.connect_async(
-                self.broker.host, self.broker.port, keepalive=self.broker.keepalive
-            )
-            self._client.loop_start()
-            self._started = True
+        with self._lock:
+            if not self._started:
+                self._client.connect_async(
+                    self.broker.host, self.broker.port, keepalive=self.broker.keepalive
+                )
+                self._client.loop_start()
+                self._started = True
         if not self._connected.wait(self.timeout_s):
             why = f"refused: {self._refused}" if self._refused else "no answer"
             raise CommandPublishError(
@@ -158,11 +160,12 @@ class MqttCommandPublisher:
             )
 
     def close(self) -> None:
-        if self._started:
-            self._client.disconnect()
-            self._client.loop_stop()
-            self._started = False
-        self._connected.clear()
+        with self._lock:
+            if self._started:
+                self._client.disconnect()
+                self._client.loop_stop()
+                self._started = False
+            self._connected.clear()
 
     def __enter__(self) -> MqttCommandPublisher:
         self.connect()
