@@ -63,7 +63,7 @@ from central.vee.exceptions import (
 )
 from central.vee.meters import MeterInfo, default_rating_kw, load_meter_info
 from central.vee.parameters import Parameters, RuleSet, load_rule_set
-from central.vee.queries import fetch_previous, fetch_readings
+from central.vee.queries import fetch_any_tariff, fetch_previous, fetch_readings
 from central.vee.rules import Severity, Status
 
 __all__ = ["InlineValidator", "ReadingInput", "withdraw_exceptions"]
@@ -82,6 +82,7 @@ _CLOCKED: Final = frozenset({"instant", "clock"})
 #: Freezes whose tariff registers must add up to the total (V10).
 _FROZEN: Final = frozenset({"daily", "monthly"})
 _TARIFFS: Final = (1, 2, 3, 4)  # 尖峰平谷 (DL/T 645, 698.45)
+_BLOCK: Final = (0, *_TARIFFS)  # a freeze block: the total and its tariffs
 _NO_PREVIOUS: Final = (-(2**62), None, -1)
 _WAITING: Final = (-(2**62), None, 2**62)  # a register whose previous value is being fetched
 _DISORDER: Final = object()
@@ -196,6 +197,8 @@ class InlineValidator:
         self._channels: dict[str, Channel] = {}
         self._compiled: dict[int, _Compiled] = {}
         self._limits: dict[tuple[Decimal, int], Decimal] = {}
+        # (meter, freeze total) -> whether that meter's freezes carry tariff registers.
+        self._tariffed: dict[tuple[str, str], bool] = {}
 
     # -- public ----------------------------------------------------------------------------
 
@@ -219,6 +222,7 @@ class InlineValidator:
         self._meters.clear()
         self._compiled.clear()
         self._limits.clear()
+        self._tariffed.clear()
         self._rules = self._fixed_rules
         self._loaded_at = -float("inf")
 
@@ -539,55 +543,88 @@ class InlineValidator:
         lands on the total, also when the total was stored by an earlier batch."""
         if not groups:
             return []
+        tariffed = self._tariffed
         missing: list[tuple[str, str, int]] = []
+        learning: list[tuple[str, str]] = []
         for (meter, total, us), members in groups.items():
-            if len(members) < 1 + len(_TARIFFS):
-                missing += [
-                    (meter, _tariff_obis(total, t), us) for t in (0, *_TARIFFS) if t not in members
-                ]
+            if len(members) == 1 + len(_TARIFFS):
+                continue
+            if len(members) > 1 or 0 not in members:
+                tariffed[meter, total] = True
+            else:
+                # A total alone: look for its tariffs only if this meter's freezes have
+                # any (learnt once per meter; many meters freeze the total alone).
+                known = tariffed.get((meter, total))
+                if known is False:
+                    continue
+                if known is None:
+                    learning.append((meter, total))
+            missing += [(meter, _tariff_obis(total, t), us) for t in _BLOCK if t not in members]
         stored = fetch_readings(conn, missing) if missing else {}
+        if learning:
+            found_tariffs = {(m, _total_obis(o)) for m, o, _ in stored if channel(o).tariff}
+            for key in learning:
+                tariffed[key] = key in found_tariffs or bool(
+                    fetch_any_tariff(conn, key[0], [_tariff_obis(key[1], t) for t in _TARIFFS])
+                )
+            _bound(tariffed, self.cache_size)
         external: list[NewException] = []
+        low, high, c = 1, 0, None
         for (meter, total, us), members in groups.items():
-            values: dict[int, Decimal] = {}
-            for t in (0, *_TARIFFS):
-                index = members.get(t)
-                if index is not None:
-                    values[t] = readings[index].value
-                else:
+            if len(members) == 5:  # the whole block in the batch: the common case
+                total_value = readings[members[0]].value
+                tariffs = (
+                    readings[members[1]].value
+                    + readings[members[2]].value
+                    + readings[members[3]].value
+                    + readings[members[4]].value
+                )
+            else:
+                values: dict[int, Decimal] = {}
+                for t in _BLOCK:
+                    index = members.get(t)
+                    if index is not None:
+                        values[t] = readings[index].value
+                        continue
                     found = stored.get((meter, _tariff_obis(total, t), us))
                     if found is None:
                         break
                     values[t] = found[0]
-            else:
-                c = self._segment(us)[2]
-                tariffs = sum((values[t] for t in _TARIFFS), Decimal(0))
-                difference = abs(tariffs - values[0])
-                if (
-                    difference <= c.tolerance_kwh
-                    or difference * 100 <= abs(values[0]) * c.tolerance_pct
-                ):
-                    continue
-                detail = {
-                    "total": str(values[0]),
-                    "sum_of_tariffs": str(tariffs),
-                    "difference": str(difference),
-                }
-                index = members.get(0)
-                if index is not None:
-                    raised.append((index, "V10", _ISSUE, detail))
                 else:
-                    external.append(
-                        new_exception(
-                            meter,
-                            total,
-                            from_utc_micros(us),
-                            "V10",
-                            _ISSUE,
-                            values[0],
-                            detail,
-                            datetime.now(UTC),
-                        )
+                    total_value = values[0]
+                    tariffs = values[1] + values[2] + values[3] + values[4]
+                if len(values) < 5:
+                    continue
+            if not low <= us < high:
+                low, high, c = self._segment(us)
+            assert c is not None
+            difference = abs(tariffs - total_value)
+            if (
+                difference <= c.tolerance_kwh
+                or difference * 100 <= abs(total_value) * c.tolerance_pct
+            ):
+                continue
+            detail = {
+                "total": str(total_value),
+                "sum_of_tariffs": str(tariffs),
+                "difference": str(difference),
+            }
+            index = members.get(0)
+            if index is not None:
+                raised.append((index, "V10", _ISSUE, detail))
+            else:
+                external.append(
+                    new_exception(
+                        meter,
+                        total,
+                        from_utc_micros(us),
+                        "V10",
+                        _ISSUE,
+                        total_value,
+                        detail,
+                        datetime.now(UTC),
                     )
+                )
         return external
 
     def _statuses(
@@ -676,6 +713,11 @@ def _detail(prev_us: int, prev: Decimal, delta: Decimal) -> dict[str, Any]:
         "previous_ts": from_utc_micros(prev_us).isoformat(),
         "delta": str(delta),
     }
+
+
+def _total_obis(tariff_obis: str) -> str:
+    """``1-0:1.8.2`` (or ``1-0:1.8.2*1``) → its total ``1-0:1.8.0``."""
+    return _tariff_obis(tariff_obis, 0)
 
 
 def _tariff_obis(total: str, tariff: int) -> str:

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 
 from central.db.types import from_utc_micros
 
-__all__ = ["fetch_previous", "fetch_readings"]
+__all__ = ["fetch_any_tariff", "fetch_previous", "fetch_readings"]
 
 _SQLITE_CHUNK: Final = 300  # 3 variables per key, well under SQLite's limit
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -115,3 +115,11 @@ def _normal(value: Decimal) -> Decimal:
     if value == value.to_integral_value():
         return value.quantize(Decimal(1))
     return value.normalize()
+
+
+def fetch_any_tariff(conn: Connection, meter: str, obis_codes: Sequence[str]) -> bool:
+    """Whether ``meter`` has any stored reading of ``obis_codes`` (its tariff registers)."""
+    placeholders = ", ".join(["%s" if conn.dialect.name == "postgresql" else "?"] * len(obis_codes))
+    marker = "%s" if conn.dialect.name == "postgresql" else "?"
+    sql = f"SELECT 1 FROM readings WHERE meter = {marker} AND obis IN ({placeholders}) LIMIT 1"
+    return conn.exec_driver_sql(sql, (meter, *obis_codes)).first() is not None
