@@ -12,23 +12,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_support import ApiWorld, build_world
+from api_support import CHEAP_HASHER, ApiWorld, build_world
 from central_fixtures import (
     BACKENDS,
     create_postgres_database,
     drop_postgres_database,
     postgres_unreachable,
 )
-from pwdlib import PasswordHash
-from pwdlib.hashers.argon2 import Argon2Hasher
 from sqlalchemy import Engine
 
 from central.api import users as user_library
 from central.db import make_engine, upgrade
-
-#: Argon2id with test-sized cost (the production parameters take ~0.2 s a hash on this
-#: machine; the algorithm and the code path are the same).
-CHEAP_HASHER = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),))
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,8 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
 from sqlalchemy import Engine
 
 from central.api import users as user_library
@@ -38,6 +40,9 @@ from central.vee.exceptions import insert_exceptions, new_exception
 from shared_protocol.wire import generate_private_key
 
 SECRET = "api-test-secret-" + "k" * 32
+#: Argon2id with test-sized cost (the production parameters take ~0.2 s a hash on this
+#: machine; the algorithm and the code path are the same).
+CHEAP_HASHER = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),))
 #: The app folds command results this often in tests (10 s in production).
 COMMAND_SYNC_S = 0.2
 PASSWORD = "correct horse battery staple"

@@ -115,6 +115,40 @@ def serve(host: str, port: int, workers: int, log_level: str) -> None:
     )
 
 
+@api.command(
+    "roles",
+    help="""Print the role matrix: every route and the roles that may use it.
+
+    Read from the app's OpenAPI document (each route's x-roles); docs/api.md carries the
+    same table.
+
+    \b
+    Example:
+      central api roles
+    """,
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON array of routes.")
+@_user_errors
+def roles(as_json: bool) -> None:
+    from central.api.app import create_app
+    from central.api.routing import role_matrix, route_table
+
+    app = create_app()
+    if as_json:
+        table = [
+            {
+                "method": entry.method,
+                "path": entry.path,
+                "roles": sorted(entry.roles or ()),
+                "action": entry.action,
+            }
+            for entry in route_table(app)
+        ]
+        click.echo(json.dumps(table))
+        return
+    click.echo(role_matrix(app), nl=False)
+
+
 @click.group(
     help="""Users of the back-office API and their roles.
 

@@ -154,9 +154,10 @@ def series(
     *,
     after: datetime | None = None,
     limit: int,
-) -> list[Row]:
-    """One quantity of one meter with ``start <= ts < end`` in time order (the primary key
-    is exactly (meter, obis, ts), so this is one index range scan)."""
+) -> list[tuple[Any, ...]]:
+    """One quantity of one meter with ``start <= ts < end`` in time order, as tuples
+    ``(ts, value, unit, quality, source, vee_status)`` (the API's hot path: no mapping per
+    row). The primary key is exactly (meter, obis, ts), so this is one index range scan."""
     conditions = [
         readings.c.meter == meter,
         readings.c.obis == obis,
@@ -178,7 +179,7 @@ def series(
         .order_by(readings.c.ts)
         .limit(limit)
     )
-    return [row._mapping for row in conn.execute(query).all()]
+    return [tuple(row) for row in conn.execute(query).all()]
 
 
 def list_readings(

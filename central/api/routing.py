@@ -45,6 +45,7 @@ __all__ = [
     "cursor_time",
     "decode_cursor",
     "encode_cursor",
+    "role_matrix",
     "route_roles",
     "route_table",
 ]
@@ -248,3 +249,22 @@ class ApiRouter:
             return endpoint
 
         return decorator
+
+
+def role_matrix(app: FastAPI) -> str:
+    """The role matrix as a Markdown table (docs/api.md carries it; a test compares)."""
+    roles = list(ROLES)
+    lines = [
+        "| route | " + " | ".join(roles) + " | audit action |",
+        "|---|" + "---|" * len(roles) + "---|",
+    ]
+    for entry in route_table(app):
+        granted = entry.roles or frozenset()
+        if granted == PUBLIC:
+            cells = ["anyone"] + [""] * (len(roles) - 1)
+        else:
+            cells = ["✓" if role in granted else "" for role in roles]
+        lines.append(
+            f"| `{entry.method} {entry.path}` | " + " | ".join(cells) + f" | {entry.action or ''} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Final
 
-from fastapi import Query
+from fastapi import Query, Response
 from pydantic import AwareDatetime
 
 from central.api import queries
@@ -156,7 +157,7 @@ def series(
         ),
     ] = SERIES_MAX_LIMIT,
     after: After = None,
-) -> SeriesPublic:
+) -> Response:
     """One quantity of one meter over `[start, end)`, in time order; values are exact
     decimals (strings in JSON). A month of 15-minute data fits one page."""
     if end <= start:
@@ -165,16 +166,39 @@ def series(
     cursor = decode_cursor(after, str)
     after_ts = cursor_time(cursor[0]) if cursor is not None else None
     rows = queries.series(conn, meter, obis, start, end, after=after_ts, limit=limit)
-    unit = rows[0]["unit"] if rows else None
-    return SeriesPublic(
-        meter=meter,
-        obis=obis,
-        unit=unit,
-        start=start,
-        end=end,
-        items=[SeriesPointPublic.model_validate(row) for row in rows],
-        next=encode_cursor(rows[-1]["ts"].isoformat()) if len(rows) == limit else None,
-    )
+    body = {
+        "meter": meter,
+        "obis": obis,
+        "unit": rows[0][2] if rows else None,
+        "start": _utc_json(start),
+        "end": _utc_json(end),
+        "items": [
+            {
+                "ts": _utc_json(ts),
+                "value": str(value),
+                "quality": quality,
+                "source": source,
+                "vee_status": vee_status,
+            }
+            for ts, value, _unit, quality, source, vee_status in rows
+        ],
+        "next": encode_cursor(rows[-1][0].isoformat()) if len(rows) == limit else None,
+    }
+    # The hot path of the fee-collection screens (bench/api_latency.py): the rows come
+    # typed from our own table, so the points are written straight to JSON — building and
+    # validating a model per point cost more than the query. ``response_model`` still
+    # documents the shape, and the schemathesis test checks every answer against it.
+    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+
+
+def _utc_json(moment: datetime) -> str:
+    """An aware time as the API writes times everywhere (pydantic's form): UTC, ``Z``, the
+    fraction only when there is one."""
+    utc = moment.astimezone(UTC)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        text += f".{utc.microsecond:06d}"
+    return text + "Z"
 
 
 @router.get("/{meter}/events", roles=ALL_ROLES, response_model=Page[MeterEventPublic])
