@@ -300,11 +300,7 @@ def user_list(as_json: bool) -> None:
 @click.argument("name")
 @_user_errors
 def user_disable(name: str) -> None:
-    from central.api.users import update_user
-
-    with _transaction() as conn:
-        before, after = update_user(conn, name, disabled=True)
-        _audit(conn, "user.disable", "user", name, before=before.summary(), after=after.summary())
+    _set_disabled(name, True)
     click.echo(f"disabled {name}")
 
 
@@ -320,12 +316,17 @@ def user_disable(name: str) -> None:
 @click.argument("name")
 @_user_errors
 def user_enable(name: str) -> None:
+    _set_disabled(name, False)
+    click.echo(f"enabled {name}")
+
+
+def _set_disabled(name: str, disabled: bool) -> None:
     from central.api.users import update_user
 
+    action = "user.disable" if disabled else "user.enable"
     with _transaction() as conn:
-        before, after = update_user(conn, name, disabled=False)
-        _audit(conn, "user.enable", "user", name, before=before.summary(), after=after.summary())
-    click.echo(f"enabled {name}")
+        before, after = update_user(conn, name, disabled=disabled)
+        _audit(conn, action, "user", name, before=before.summary(), after=after.summary())
 
 
 @user.command(

@@ -170,14 +170,7 @@ def resolve(
 
     before = _exception(conn, exception_id)
     row = services.call(resolve_exception, conn, exception_id, by=user.name, reason=body.reason)
-    audit(
-        conn,
-        object_type="vee_exception",
-        object_id=exception_id,
-        before=_summary(before),
-        after=_summary(row),
-    )
-    return VeeExceptionPublic.model_validate(row)
+    return _closed(conn, audit, before, row)
 
 
 @router.post(
@@ -206,14 +199,21 @@ def override(
         reason=body.reason,
         value=body.value,
     )
+    return _closed(conn, audit, before, row)
+
+
+def _closed(
+    conn: Conn, audit: AuditLog, before: dict[str, Any], after: dict[str, Any]
+) -> VeeExceptionPublic:
+    """The audit row of a closed exception, and the answer."""
     audit(
         conn,
         object_type="vee_exception",
-        object_id=exception_id,
+        object_id=after["id"],
         before=_summary(before),
-        after=_summary(row),
+        after=_summary(after),
     )
-    return VeeExceptionPublic.model_validate(row)
+    return VeeExceptionPublic.model_validate(after)
 
 
 @router.get("/rules", roles=ALL_ROLES, response_model=list[RulePublic])
