@@ -8,6 +8,7 @@ to D 16:00 UTC and the daily freeze closing D is stamped D 16:00 UTC.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -79,20 +80,7 @@ class Feed:
         numbered = []
         for r in batch:
             self.seq += 1
-            numbered.append(
-                IncomingReading(
-                    self.seq,
-                    r.meter,
-                    r.obis,
-                    r.time,
-                    r.value,
-                    r.unit,
-                    r.kind,
-                    r.source,
-                    r.quality,
-                    r.read_at,
-                )
-            )
+            numbered.append(replace(r, seq=self.seq))
         self.store.apply_batch(GATEWAY, 1, numbered[0].seq, numbered[-1].seq, numbered)
         if not self.vee:
             return []

@@ -165,7 +165,7 @@ def _close_chunk(
     summary: _Summary,
 ) -> None:
     start, end = day_window(day, zone)
-    interval = timedelta(seconds=_int(params["V1", "interval_s"]))
+    interval = timedelta(seconds=params.integer("V1", "interval_s"))
     count = (end - start) // interval
     data = _load(conn, day, zone, chunk, params, start, end, interval)
     raised: list[NewException] = []
@@ -252,7 +252,7 @@ def _load(
                 row.value,
                 row.vee_status,
             )
-    history = _int(params["V5", "history_days"]) + _int(params["V6", "sustained_days"]) + 1
+    history = params.integer("V5", "history_days") + params.integer("V6", "sustained_days") + 1
     freezes: dict[tuple[str, str], dict[date, Decimal]] = {}
     tz = ZoneInfo(zone)
     for row in conn.execute(
@@ -267,7 +267,7 @@ def _load(
         local = row.ts.astimezone(tz)
         if local.time() == time(0):
             freezes.setdefault((row.meter, row.obis), {})[local.date()] = row.value
-    sustained = _int(params["V6", "sustained_days"])
+    sustained = params.integer("V6", "sustained_days")
     events: dict[str, list[Any]] = {}
     for row in conn.execute(
         select(gateway_events.c.meter, gateway_events.c.code, gateway_events.c.at)
@@ -280,7 +280,7 @@ def _load(
         .order_by(gateway_events.c.at)
     ):
         events.setdefault(row.meter, []).append(row)
-    max_days = _int(params["V14", "max_days"])
+    max_days = params.integer("V14", "max_days")
     estimated_days: dict[str, set[date]] = {m: set() for m in chunk}
     for meter, ts in conn.execute(
         select(estimated_readings.c.meter, estimated_readings.c.ts)
@@ -307,7 +307,7 @@ def _load_like_days(
     """Real, unfailed points of the candidate like days of each channel with gaps."""
     if not wanted:
         return {}
-    lookback = _int(params["V1", "like_day_lookback_days"])
+    lookback = params.integer("V1", "like_day_lookback_days")
     candidates = like_day_candidates(day, lookback)
     if not candidates:
         return {}
@@ -374,7 +374,7 @@ def _channel_day(
         series = {k: v for k, v in good.items() if 0 <= k < count}
     # V4 spike: the highest interval against the third highest.
     ordered = sorted(series.items(), key=lambda kv: kv[1], reverse=True)
-    tolerance = _dec(params["V4", "tolerance"])
+    tolerance = params.decimal("V4", "tolerance")
     if len(ordered) >= 3 and ordered[2][1] > 0 and ordered[0][1] > tolerance * ordered[2][1]:
         k, peak = ordered[0]
         ratio = peak / ordered[2][1]
@@ -392,7 +392,7 @@ def _channel_day(
             )
         )
     # V13 frozen: N identical non-zero intervals in a row.
-    frozen_run = _int(params["V13", "intervals"])
+    frozen_run = params.integer("V13", "intervals")
     run: list[int] = []
     for k in range(count + 1):
         value = series.get(k)
@@ -425,8 +425,8 @@ def _channel_day(
     if day_energy is not None and len(present) == count and not held:
         total = sum((good[k] for k in range(count)), Decimal(0)) * hours
         difference = abs(total - day_energy)
-        limit_kwh = _dec(params["V10", "tolerance_kwh"])
-        pct = _dec(params["V10", "power_curve_tolerance_pct"])
+        limit_kwh = params.decimal("V10", "tolerance_kwh")
+        pct = params.decimal("V10", "power_curve_tolerance_pct")
         if difference > limit_kwh and difference * 100 > abs(day_energy) * pct:
             raised.append(
                 new_exception(
@@ -453,7 +453,7 @@ def _channel_day(
         held=held,
         register=register,
         hours_per_interval=hours,
-        max_linear=_int(params["V1", "max_linear_intervals"]),
+        max_linear=params.integer("V1", "max_linear_intervals"),
         like_days=like.get((meter, obis), ()),
         day_energy=day_energy,
     )
@@ -547,7 +547,7 @@ def _consumption_rules(
     if total is None or total < 0:
         return  # no day total (V1 lists the gap; V7 holds a register going back)
     closing = freezes[day + timedelta(days=1)]
-    history_days = _int(params["V5", "history_days"])
+    history_days = params.integer("V5", "history_days")
     history = {
         d: t
         for d in (day - timedelta(days=n) for n in range(1, history_days + 1))
@@ -556,7 +556,7 @@ def _consumption_rules(
     weekend = day.weekday() >= 5
     same_type = [t for d, t in history.items() if (d.weekday() >= 5) == weekend]
     events = data.events.get(meter, [])
-    outage_codes = set(_codes(params["V6", "outage_codes"]))
+    outage_codes = set(params.codes("V6", "outage_codes"))
 
     def outage_on(d: date) -> bool:
         begin, finish = day_window(d, zone)
@@ -566,7 +566,7 @@ def _consumption_rules(
         if not any(t > 0 for t in history.values()) or outage_on(day):
             return
         run = 1
-        sustained = _int(params["V6", "sustained_days"])
+        sustained = params.integer("V6", "sustained_days")
         while run < sustained:
             previous = day - timedelta(days=run)
             if history.get(previous) != 0 or outage_on(previous):
@@ -587,13 +587,13 @@ def _consumption_rules(
             )
         )
         return
-    if len(same_type) < _int(params["V5", "min_history_days"]):
+    if len(same_type) < params.integer("V5", "min_history_days"):
         return
     average = sum(same_type, Decimal(0)) / len(same_type)
     if average <= 0:
         return
-    high = _dec(params["V5", "high_factor"])
-    low = _dec(params["V5", "low_factor"])
+    high = params.decimal("V5", "high_factor")
+    low = params.decimal("V5", "low_factor")
     ratio = total / average
     if total > high * average or total < low * average:
         raised.append(
@@ -632,7 +632,7 @@ def _prolonged_estimation(
     run = 0
     while day - timedelta(days=run) in days:
         run += 1
-    max_days = _int(params["V14", "max_days"])
+    max_days = params.integer("V14", "max_days")
     if run > max_days:
         raised.append(
             new_exception(
@@ -659,8 +659,8 @@ def _meter_events(
     now: datetime,
 ) -> None:
     """V15: the day's meter events, routed to the theft or the O&M queue."""
-    theft = set(_codes(params["V15", "theft_codes"]))
-    om = set(_codes(params["V15", "om_codes"]))
+    theft = set(params.codes("V15", "theft_codes"))
+    om = set(params.codes("V15", "om_codes"))
     start, end = day_window(day, zone)
     for event in events:
         if not start <= event.at < end:
@@ -779,18 +779,3 @@ def channel_series(
     ):
         real.setdefault(r.ts, {"ts": r.ts, "value": r.value, "method": r.method, "estimated": True})
     return [real[ts] for ts in sorted(real)]
-
-
-def _int(value: object) -> int:
-    assert isinstance(value, int)
-    return value
-
-
-def _dec(value: object) -> Decimal:
-    assert isinstance(value, Decimal)
-    return value
-
-
-def _codes(value: object) -> tuple[str, ...]:
-    assert isinstance(value, tuple)
-    return value

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import islice
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from sqlalchemy import Engine, delete, tuple_
 from sqlalchemy.engine import Connection
@@ -66,7 +66,7 @@ from central.vee.parameters import Parameters, RuleSet, load_rule_set
 from central.vee.queries import fetch_any_tariff, fetch_previous, fetch_readings
 from central.vee.rules import Severity, Status
 
-__all__ = ["InlineValidator", "ReadingInput", "withdraw_exceptions"]
+__all__ = ["InlineValidator", "withdraw_exceptions"]
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _US: Final = timedelta(microseconds=1)
@@ -91,28 +91,6 @@ _ONE: Final = Decimal(1)
 _FAILED: Final = Status.FAILED.value
 
 
-class ReadingInput(Protocol):
-    """What the validator reads from a reading (``shared_protocol.wire.WireReading`` and
-    ``central.ingest.store.IncomingReading`` fit; ``read_at`` is used when present)."""
-
-    @property
-    def meter(self) -> str: ...
-    @property
-    def obis(self) -> str: ...
-    @property
-    def time(self) -> datetime: ...
-    @property
-    def value(self) -> Decimal: ...
-    @property
-    def unit(self) -> str | None: ...
-    @property
-    def kind(self) -> str: ...
-    @property
-    def source(self) -> str: ...
-    @property
-    def quality(self) -> str: ...
-
-
 class _Compiled:
     """One segment's parameters in the form the loop uses (µs, Decimals)."""
 
@@ -132,28 +110,18 @@ class _Compiled:
     )
 
     def __init__(self, p: Parameters) -> None:
-        self.flag_us = _int(p["V3", "flag_s"]) * 1_000_000
-        self.quarantine_us = _int(p["V3", "quarantine_s"]) * 1_000_000
-        self.interval_us = _int(p["V12", "interval_s"]) * 1_000_000
-        self.high_water = _dec(p["V8", "high_water"])
-        self.low_water = _dec(p["V8", "low_water"])
-        self.modulus = _dec(p["V8", "modulus"])
-        self.margin = _dec(p["V9", "margin"])
-        self.contract_factor = _dec(p["V9", "contract_factor"])
+        self.flag_us = p.integer("V3", "flag_s") * 1_000_000
+        self.quarantine_us = p.integer("V3", "quarantine_s") * 1_000_000
+        self.interval_us = p.integer("V12", "interval_s") * 1_000_000
+        self.high_water = p.decimal("V8", "high_water")
+        self.low_water = p.decimal("V8", "low_water")
+        self.modulus = p.decimal("V8", "modulus")
+        self.margin = p.decimal("V9", "margin")
+        self.contract_factor = p.decimal("V9", "contract_factor")
         self.default_kw = default_rating_kw(p) * self.margin
-        self.tolerance_kwh = _dec(p["V10", "tolerance_kwh"])
-        self.tolerance_pct = _dec(p["V10", "tolerance_pct"])
+        self.tolerance_kwh = p.decimal("V10", "tolerance_kwh")
+        self.tolerance_pct = p.decimal("V10", "tolerance_pct")
         self.flag_unknown = bool(p["V16", "flag_unknown_meters"])
-
-
-def _int(value: object) -> int:
-    assert isinstance(value, int)
-    return value
-
-
-def _dec(value: object) -> Decimal:
-    assert isinstance(value, Decimal)
-    return value
 
 
 def _micros_of(moment: datetime, index: int, what: str) -> int:
@@ -205,7 +173,7 @@ class InlineValidator:
     def validate(
         self,
         conn: Connection,
-        readings: Sequence[ReadingInput],
+        readings: Sequence[Any],
         *,
         corrected: Iterable[Key] = (),
     ) -> list[str]:

@@ -68,12 +68,9 @@ class MeterInfo:
 
 
 def default_rating_kw(params: Parameters) -> Decimal:
-    voltage = params["V9", "default_voltage_v"]
-    current = params["V9", "default_max_current_a"]
-    phases = params["V9", "default_phases"]
-    assert isinstance(voltage, Decimal) and isinstance(current, Decimal)
-    assert isinstance(phases, int)
-    return current * voltage * phases / _THOUSAND
+    voltage = params.decimal("V9", "default_voltage_v")
+    current = params.decimal("V9", "default_max_current_a")
+    return current * voltage * params.integer("V9", "default_phases") / _THOUSAND
 
 
 def load_meter_info(conn: Connection, meter_ids: Iterable[str]) -> dict[str, MeterInfo]:

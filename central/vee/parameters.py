@@ -14,6 +14,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Final
 
 from sqlalchemy import and_, or_, select, update
@@ -53,7 +54,23 @@ class ParameterRow:
 
 
 class Parameters(dict[tuple[str, str], ParameterValue]):
-    """Every parameter's value within one segment of time: ``params["V9", "margin"]``."""
+    """Every parameter's value within one segment of time: ``params["V9", "margin"]``,
+    or typed: ``params.decimal("V9", "margin")``."""
+
+    def decimal(self, rule_id: str, name: str) -> Decimal:
+        value = self[rule_id, name]
+        assert isinstance(value, Decimal), (rule_id, name)
+        return value
+
+    def integer(self, rule_id: str, name: str) -> int:
+        value = self[rule_id, name]
+        assert isinstance(value, int) and not isinstance(value, bool), (rule_id, name)
+        return value
+
+    def codes(self, rule_id: str, name: str) -> tuple[str, ...]:
+        value = self[rule_id, name]
+        assert isinstance(value, tuple), (rule_id, name)
+        return value
 
 
 class RuleSet:
