@@ -17,6 +17,7 @@ from vee_support import (
     exceptions,
     freezes,
     local_midnight,
+    reading,
     rising_values,
     rules_raised,
     status_of,
@@ -24,7 +25,7 @@ from vee_support import (
 
 from central.db.schema import readings
 from central.db.vee_tables import estimated_readings
-from central.vee import close_day
+from central.vee import close_day, list_exceptions, override_exception
 
 pytest_plugins = ["central_fixtures"]
 
@@ -195,3 +196,33 @@ def test_close_day_again_replaces_open_exceptions_and_estimates(engine: Engine) 
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(estimated_readings)).scalar() == 0
         assert conn.execute(select(func.count()).select_from(readings)).scalar() == 96
+
+
+def test_closing_a_day_again_keeps_its_outcome(engine: Engine) -> None:
+    """A spike and a high day held by close_day stay held when the day is closed again
+    (the day's own earlier outcome is withdrawn before it is judged anew)."""
+    feed = Feed(engine)
+    spiked = rising_values()
+    spiked[40] = Decimal("2")
+    first = DAY - timedelta(days=28)
+    history = ["20" if (first + timedelta(days=n)).weekday() >= 5 else "10" for n in range(28)]
+    feed.send_all(curve("m1", DAY, spiked) + freezes("m1", first, [*history, "300"]))
+    closing = local_midnight(DAY + timedelta(days=1))
+    for _ in range(3):
+        close_day(engine, DAY)
+        assert sorted(rules_raised(engine)) == ["V10", "V4", "V5"]  # V10: 300 kWh vs the curve
+        assert status_of(engine, "m1", P, T0 + 40 * QUARTER) == "failed"
+        assert status_of(engine, "m1", E, closing) == "failed"
+    # The held day is no history for the next: 4.5 kWh is within 0.2 × the weekday
+    # average of 10 — it would not be within 0.2 × 24.5 with the 300 kWh day counted.
+    register = 1000 + sum(Decimal(h) for h in history) + 300 + Decimal("4.5")
+    after = local_midnight(DAY + timedelta(days=2))
+    assert feed.send(reading("m1", E, after, register)) == ["valid"]
+    summary = close_day(engine, DAY + timedelta(days=1), meters=["m1"])
+    assert "V5" not in summary["exceptions"]
+    # …whereas counting it (the override below accepts the 300 kWh day) makes 4.5 low.
+    with engine.begin() as conn:
+        [held] = list_exceptions(conn, rule="V5")
+        override_exception(conn, held["id"], by="ops", reason="party")
+    summary = close_day(engine, DAY + timedelta(days=1), meters=["m1"])
+    assert summary["exceptions"].get("V5") == 1

@@ -140,6 +140,8 @@ class _DayData:
     channels: dict[str, set[str]]
     points: dict[tuple[str, str], dict[int, tuple[Decimal, str | None]]]
     freezes: dict[tuple[str, str], dict[date, Decimal]]
+    # (meter, date) whose import freeze VEE holds: the day it closes is no history.
+    held_freezes: set[tuple[str, date]]
     events: dict[str, list[Any]]
     estimated_days: dict[str, set[date]]
 
@@ -167,6 +169,9 @@ def _close_chunk(
     start, end = day_window(day, zone)
     interval = timedelta(seconds=params.integer("V1", "interval_s"))
     count = (end - start) // interval
+    # The day's own earlier outcome must not decide this one (a spike it held would
+    # otherwise be left out and go unflagged): withdraw it first.
+    withdrawn = _withdraw_day(conn, day, chunk)
     data = _load(conn, day, zone, chunk, params, start, end, interval)
     raised: list[NewException] = []
     estimates: list[dict[str, Any]] = []
@@ -202,7 +207,7 @@ def _close_chunk(
         _consumption_rules(meter, day, zone, start, end, params, data, raised, now)
         _prolonged_estimation(meter, day, start, params, days, raised, now)
         _meter_events(meter, day, zone, params, data.events.get(meter, ()), raised, now)
-    _write(conn, day, chunk, start, end, raised, estimates)
+    _write(conn, chunk, start, end, raised, estimates, withdrawn)
     for row in raised:
         summary.exceptions[row["rule"]] = summary.exceptions.get(row["rule"], 0) + 1
 
@@ -254,19 +259,23 @@ def _load(
             )
     history = params.integer("V5", "history_days") + params.integer("V6", "sustained_days") + 1
     freezes: dict[tuple[str, str], dict[date, Decimal]] = {}
+    held_freezes: set[tuple[str, date]] = set()
     tz = ZoneInfo(zone)
     for row in conn.execute(
-        select(readings.c.meter, readings.c.obis, readings.c.ts, readings.c.value).where(
+        select(readings.c.meter, readings.c.obis, readings.c.ts, readings.c.value)
+        .add_columns(readings.c.vee_status)
+        .where(
             readings.c.meter.in_(chunk),
             readings.c.obis.in_([IMPORT_TOTAL, EXPORT_TOTAL]),
             readings.c.ts >= start - timedelta(days=history),
             readings.c.ts <= end,
-            readings.c.vee_status.is_distinct_from("failed"),
         )
     ):
         local = row.ts.astimezone(tz)
         if local.time() == time(0):
             freezes.setdefault((row.meter, row.obis), {})[local.date()] = row.value
+            if row.vee_status == "failed" and row.obis == IMPORT_TOTAL:
+                held_freezes.add((row.meter, local.date()))
     sustained = params.integer("V6", "sustained_days")
     events: dict[str, list[Any]] = {}
     for row in conn.execute(
@@ -292,7 +301,7 @@ def _load(
         .distinct()
     ):
         estimated_days[meter].add(ts.astimezone(tz).date())
-    return _DayData(channels, points, freezes, events, estimated_days)
+    return _DayData(channels, points, freezes, held_freezes, events, estimated_days)
 
 
 def _load_like_days(
@@ -551,7 +560,9 @@ def _consumption_rules(
     history = {
         d: t
         for d in (day - timedelta(days=n) for n in range(1, history_days + 1))
-        if (t := _delta(freezes, d)) is not None and t >= 0
+        if (t := _delta(freezes, d)) is not None
+        and t >= 0
+        and (meter, d + timedelta(days=1)) not in data.held_freezes
     }
     weekend = day.weekday() >= 5
     same_type = [t for d, t in history.items() if (d.weekday() >= 5) == weekend]
@@ -686,16 +697,9 @@ def _meter_events(
         )
 
 
-def _write(
-    conn: Connection,
-    day: date,
-    chunk: list[str],
-    start: datetime,
-    end: datetime,
-    raised: list[NewException],
-    estimates: list[dict[str, Any]],
-) -> None:
-    """Replace the day's open exceptions and estimates of these meters; statuses follow."""
+def _withdraw_day(conn: Connection, day: date, chunk: list[str]) -> set[Key]:
+    """Delete the day's open exceptions of these meters and recompute the statuses they
+    held; returns the keys touched."""
     table = vee_exceptions
     stale = and_(table.c.meter.in_(chunk), table.c.day == day, table.c.status == OPEN)
     touched: set[Key] = {
@@ -704,9 +708,24 @@ def _write(
         if r.obis is not None
     }
     conn.execute(delete(table).where(stale))
+    if touched:
+        refresh_statuses(conn, touched)
+    return touched
+
+
+def _write(
+    conn: Connection,
+    chunk: list[str],
+    start: datetime,
+    end: datetime,
+    raised: list[NewException],
+    estimates: list[dict[str, Any]],
+    touched: set[Key],
+) -> None:
+    """The day's new exceptions and estimates for these meters; statuses follow."""
     kept, _, _ = apply_suppression(conn, raised)
     insert_exceptions(conn, kept)
-    touched |= {(r["meter"], r["obis"], r["ts"]) for r in kept if r["obis"] is not None}
+    touched = touched | {(r["meter"], r["obis"], r["ts"]) for r in kept if r["obis"] is not None}
     conn.execute(
         delete(estimated_readings).where(
             estimated_readings.c.meter.in_(chunk),
