@@ -437,6 +437,12 @@ def ingest() -> None:
 @click.option(
     "--status-every", default=10.0, show_default=True, help="Seconds between status lines."
 )
+@click.option(
+    "--vee/--no-vee",
+    default=True,
+    show_default=True,
+    help="Validate every reading as it is stored (--no-vee: leave them for `central vee pending`).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Status lines as JSON on stdout.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every connection and refusal.")
 @_operator_errors
@@ -450,6 +456,7 @@ def ingest_run(
     persistent_session: bool,
     max_group: int,
     status_every: float,
+    vee: bool,
     as_json: bool,
     verbose: bool,
 ) -> None:
@@ -494,6 +501,7 @@ def ingest_run(
         on_status=status,
         max_group=max_group,
         persistent_session=persistent_session,
+        vee=vee,
     )
 
 

@@ -38,13 +38,14 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 __all__ = ["DemoError", "DemoOptions", "mosquitto_binary", "run_demo"]
 
 HOST = "127.0.0.1"
 ZONE = "Asia/Shanghai"
 GATEWAY = "gw-demo"
+SUPPLY_ADDRESS = "990000000001"  # the supply meter at the transformer
 #: Local time of day the clock jumps to each simulated day (the daily task is due at 00:05).
 COLLECT_AT = timedelta(minutes=6)
 #: The quantities a daily freeze carries (645 0506 forward/reverse blocks, 698 5004 0010/0020).
@@ -124,7 +125,7 @@ def demo_meters(options: DemoOptions) -> list[DemoMeter]:
                 bus="rs485-698" if is_698 else "rs485-645",
             )
         )
-    meters.append(DemoMeter("supply", "990000000001", "dlt698.45", "rs485-698"))
+    meters.append(DemoMeter("supply", SUPPLY_ADDRESS, "dlt698.45", "rs485-698"))
     return meters
 
 
@@ -142,7 +143,7 @@ def area_toml(options: DemoOptions, meters: list[DemoMeter]) -> str:
         'id = "demo-area"',
         "loss_percent = 3",
         "theft_watts = 100",
-        'supply_address = "990000000001"',
+        f'supply_address = "{SUPPLY_ADDRESS}"',
         'supply_bus = "rs485-698"',
         "",
         "[[buses]]",
@@ -338,6 +339,52 @@ def truth_freezes(sim: Any, meters: list[DemoMeter], days: list[date]) -> dict[A
                     truth[(model.address, f"1-0:1.8.{tariff}", at)] = registers.import_kwh(tariff)
                     truth[(model.address, f"1-0:2.8.{tariff}", at)] = registers.export_kwh(tariff)
     return truth
+
+
+#: The supply meter at the transformer is three-phase and CT-connected: its rating (for
+#: V9, the largest plausible increment) is the transformer side's, not a household's.
+SUPPLY_PHASES: Final = 3
+SUPPLY_VOLTAGE_V: Final = 220
+SUPPLY_MAX_CURRENT_A: Final = 200
+
+
+def rate_supply_meter(engine: Any) -> None:
+    """Record the supply meter's rating for VEE (households keep the default rating)."""
+    from central.vee import set_meter_settings
+
+    with engine.begin() as conn:
+        set_meter_settings(
+            conn,
+            SUPPLY_ADDRESS,
+            effective_from=datetime(2000, 1, 1, tzinfo=UTC),
+            by="demo",
+            phases=SUPPLY_PHASES,
+            voltage_v=SUPPLY_VOLTAGE_V,
+            max_current_a=SUPPLY_MAX_CURRENT_A,
+        )
+
+
+def vee_outcome(engine: Any) -> dict[str, Any]:
+    """How central's VEE judged the stored readings: readings per status, open exceptions
+    per rule."""
+    from sqlalchemy import func, select
+
+    from central.db.schema import readings
+    from central.db.vee_tables import vee_exceptions
+
+    with engine.connect() as conn:
+        statuses = conn.execute(
+            select(readings.c.vee_status, func.count()).group_by(readings.c.vee_status)
+        ).all()
+        rules = conn.execute(
+            select(vee_exceptions.c.rule, func.count())
+            .where(vee_exceptions.c.status == "open")
+            .group_by(vee_exceptions.c.rule)
+        ).all()
+    return {
+        "statuses": {str(status or "pending"): n for status, n in sorted(statuses, key=str)},
+        "open_exceptions": {rule: n for rule, n in sorted(rules)},
+    }
 
 
 def stored_daily_readings(engine: Any) -> Sequence[Any]:
@@ -581,6 +628,7 @@ def _run(
         write_broker_config,
     )
     from central.security.enrolment import ca_directory
+    from central.vee import InlineValidator
     from edge_agent.archive import Meter, MeterArchive
     from edge_agent.config import load_config
     from edge_agent.service import Agent, ledger_path
@@ -626,7 +674,8 @@ def _run(
     upgrade(database_url)
     engine = make_engine(database_url)
     stack.callback(engine.dispose)
-    store = IngestStore(engine)
+    rate_supply_meter(engine)
+    store = IngestStore(engine, InlineValidator(engine))  # every reading validated as stored
     import_registry(store, list_gateways(state))
     consumer = IngestConsumer(
         store,
@@ -784,6 +833,7 @@ def _run(
         "central": {
             "readings_stored": store.count_readings(),
             "daily_readings_stored": len(stored),
+            "vee": vee_outcome(engine),
             "batches": consumer_stats.get("batches"),
             "duplicate_deliveries": consumer_stats.get("duplicates"),
             "nacks": consumer_stats.get("nacks"),
@@ -814,6 +864,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     truth = summary["truth"]
     energy = summary["energy"]
     slots = summary["ledger_slots"]
+    vee = summary["central"]["vee"]
+    exceptions = ", ".join(f"{rule} ×{n}" for rule, n in vee["open_exceptions"].items())
     lines = [
         "",
         f"meters                 {summary['meters']} ("
@@ -827,6 +879,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{summary['edge']['resends']} resends",
         f"stored centrally       {summary['central']['readings_stored']} readings "
         f"({summary['central']['daily_readings_stored']} daily frozen)",
+        "validated (VEE)        "
+        + ", ".join(f"{n} {status}" for status, n in vee["statuses"].items())
+        + f"; open exceptions: {exceptions or 'none'}",
         f"vs simulator's meters  {truth['matches']}/{truth['expected_readings']} match, "
         f"{truth['mismatches']} mismatches, {truth['missing']} missing, "
         f"{truth['duplicates']} duplicates, {truth['extra']} extra",

@@ -24,6 +24,7 @@ from central.db import make_engine, upgrade
 from central.ingest.consumer import BrokerConfig, ConsumerStats, IngestConsumer, import_registry
 from central.ingest.store import IngestStore
 from central.settings import Settings, SettingsError
+from central.vee import InlineValidator
 
 __all__ = ["TlsFiles", "broker_config", "default_consumer_id", "run_ingest"]
 
@@ -90,6 +91,7 @@ def run_ingest(
     stop: threading.Event | None = None,
     status_every_s: float = 10.0,
     on_status: Callable[[dict[str, Any]], None] | None = None,
+    vee: bool = True,
     **consumer_options: Any,
 ) -> ConsumerStats:
     """Run one consumer until ``stop`` is set; returns its final counters.
@@ -97,14 +99,16 @@ def run_ingest(
     ``migrate`` upgrades the database first; ``registry_entries`` (from
     ``central.security.list_gateways``) are enrolled into the database before consuming.
     ``on_status`` gets a status dict when connected (``"event": "ready"``), every
-    ``status_every_s`` seconds (``"status"``) and at the end (``"stopped"``).
+    ``status_every_s`` seconds (``"status"``) and at the end (``"stopped"``). ``vee`` runs
+    the in-line VEE on every stored reading (``central.vee.InlineValidator``); without it
+    readings are stored unvalidated, for ``central vee pending`` to catch up.
     """
     stop = stop or threading.Event()
     if migrate:
         upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     try:
-        store = IngestStore(engine)
+        store = IngestStore(engine, InlineValidator(engine) if vee else None)
         if registry_entries:
             imported = import_registry(store, registry_entries)
             log.info("imported %d gateways from the registry", len(imported))

@@ -42,9 +42,9 @@ from decimal import Decimal
 from itertools import chain, repeat
 from operator import itemgetter
 from sqlite3 import sqlite_version_info
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
-from sqlalchemy import Engine, and_, bindparam, func, literal_column, null, select, update
+from sqlalchemy import Engine, and_, bindparam, delete, func, literal_column, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -58,7 +58,8 @@ from central.db.schema import (
     statistics,
     transformer_areas,
 )
-from central.db.types import checked_decimal, checked_utc, utc_micros
+from central.db.types import checked_decimal, checked_utc, from_utc_micros, utc_micros
+from central.db.vee_tables import vee_exceptions
 from shared_protocol.wire import (
     Birth,
     ColumnarBatch,
@@ -68,6 +69,9 @@ from shared_protocol.wire import (
     WireReading,
     WireStatistic,
 )
+
+if TYPE_CHECKING:
+    from central.vee import InlineValidator
 
 __all__ = [
     "ApplyResult",
@@ -276,8 +280,10 @@ _READING_COLUMNS: Final = (
     "read_at",
     "received_at",
     "corrections",
+    "vee_status",
 )
 _SEQ_INDEX: Final = _READING_COLUMNS.index("seq")
+_GATEWAY_INDEX: Final = _READING_COLUMNS.index("gateway")
 _PG_ARRAY_TYPES: Final = {
     "meter": "varchar",
     "obis": "varchar",
@@ -292,6 +298,7 @@ _PG_ARRAY_TYPES: Final = {
     "read_at": "timestamptz",
     "received_at": "timestamptz",
     "corrections": "integer",
+    "vee_status": "varchar",
 }
 #: SQLite's default SQLITE_MAX_VARIABLE_NUMBER since 3.32 (older builds: 999).
 _SQLITE_MAX_VARIABLES: Final = 32766 if sqlite_version_info >= (3, 32) else 999
@@ -301,8 +308,12 @@ class IngestStore:
     """Stores gateways' batches, births, deaths and events idempotently on ``engine``
     (SQLite or PostgreSQL, made by :func:`central.db.make_engine`, already migrated)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, validator: InlineValidator | None = None) -> None:
+        """``validator``: in-line VEE (``central.vee.InlineValidator``) run on every stored
+        reading in the same transaction; None stores readings unvalidated (``vee_status``
+        NULL, for ``central vee pending`` to catch up)."""
         self.engine = engine
+        self.validator = validator
         self._dialect = engine.dialect.name
         if self._dialect not in ("sqlite", "postgresql"):
             raise ValueError(f"unsupported database backend {self._dialect!r}")
@@ -549,6 +560,14 @@ class IngestStore:
         prepared = [self._prepare(i, batch) for i, batch in enumerate(batches)]
         if not prepared:
             return []
+        try:
+            return self._apply_prepared(prepared)
+        except BaseException:
+            if self.validator is not None:
+                self.validator.invalidate()  # its cache may hold values never committed
+            raise
+
+    def _apply_prepared(self, prepared: list[_PreparedBatch]) -> list[ApplyResult]:
         results: list[ApplyResult] = []
         counts = [[0, 0] for _ in prepared]  # per batch: inserted, updated
         owners: dict[str, dict[int, int]] = {}  # gateway -> seq -> batch index
@@ -604,8 +623,10 @@ class IngestStore:
             # pages touched on SQLite), and two PostgreSQL transactions touching the same
             # keys lock them in the same order, so they cannot deadlock on each other. A
             # row starts with its key and keys are unique here, so tuple order is key order.
-            rows_in_key_order = sorted(by_key.values())
+            rows_in_key_order, mark = self._validate(conn, sorted(by_key.values()))
             returned = self._store_readings(conn, rows_in_key_order)
+            if mark is not None:
+                self._settle_validation(conn, rows_in_key_order, returned, mark)
             if (
                 written is not None
                 and len(returned) == len(rows_in_key_order)
@@ -702,8 +723,8 @@ class IngestStore:
         excluded = stmt.excluded
         set_: dict[str, Any] = {name: excluded[name] for name in _CORRECTED_COLUMNS}
         set_["corrections"] = readings.c.corrections + literal_column("1")
-        # A corrected value has not been validated: back into the VEE queue.
-        set_["vee_status"] = null()
+        # A corrected value carries its own VEE outcome (NULL when VEE is off: queued).
+        set_["vee_status"] = excluded.vee_status
         upsert = stmt.on_conflict_do_update(
             index_elements=["meter", "obis", "ts"],
             set_=set_,
@@ -723,6 +744,59 @@ class IngestStore:
         _, _, tail = tail.partition(") ON CONFLICT")
         arrays = ", ".join(f"%s::{_PG_ARRAY_TYPES[name]}[]" for name in _READING_COLUMNS)
         return f"{head} SELECT * FROM unnest({arrays}) ON CONFLICT{tail}"
+
+    def _validate(
+        self, conn: Connection, rows: list[tuple[Any, ...]]
+    ) -> tuple[list[tuple[Any, ...]], int | None]:
+        """``rows`` with their ``vee_status`` appended — the in-line VEE's outcome, whose
+        exceptions it inserts through ``conn``; NULL when VEE is off. Also the highest
+        exception id before this pass (None when VEE did not run), for
+        :meth:`_settle_validation`."""
+        if self.validator is None or not rows:
+            return [(*row, None) for row in rows], None
+        mark = conn.execute(select(func.coalesce(func.max(vee_exceptions.c.id), 0))).scalar()
+        statuses = self.validator.validate(conn, _vee_view(rows, self._dialect == "sqlite"))
+        return list(map(tuple.__add__, rows, zip(statuses, strict=True))), int(mark or 0)
+
+    def _settle_validation(
+        self,
+        conn: Connection,
+        rows: list[tuple[Any, ...]],
+        returned: list[tuple[str, int, int]],
+        mark: int,
+    ) -> None:
+        """After the upsert: VEE checked every row, but a row the store did not write (an
+        older version of a stored key) must leave no exception, and a row that replaced a
+        stored value withdraws the old value's open per-reading exceptions. Neither happens
+        when every row went in new (the usual case: nothing to do)."""
+        if len(returned) == len(rows) and not any(map(_returned_corrections, returned)):
+            return
+        written = {(gateway, seq): corrections for gateway, seq, corrections in returned}
+        unwritten = [
+            row[:3] for row in rows if (row[_GATEWAY_INDEX], row[_SEQ_INDEX]) not in written
+        ]
+        replaced = [
+            row[:3] for row in rows if written.get((row[_GATEWAY_INDEX], row[_SEQ_INDEX]), 0) > 0
+        ]
+        table = vee_exceptions
+        key = tuple_(table.c.meter, table.c.obis, table.c.ts)
+        for keys, condition in (
+            (unwritten, table.c.id > mark),
+            (
+                replaced,
+                and_(
+                    table.c.id <= mark,
+                    table.c.status == "open",
+                    table.c.day.is_(None),
+                    table.c.rule != "V2",
+                ),
+            ),
+        ):
+            for start in range(0, len(keys), 500):
+                part = [_key_value(k, self._dialect == "sqlite") for k in keys[start : start + 500]]
+                conn.execute(delete(table).where(condition, key.in_(part)))
+        if unwritten:
+            self.validator.invalidate()  # type: ignore[union-attr]  # it saw values not stored
 
     def _build_reading_insert(self) -> str:
         """SQLite: the readings insert that skips existing keys, as driver SQL with a
@@ -1260,6 +1334,41 @@ def _prepare_columns(batch: ColumnarBatch, sqlite_form: bool) -> _PreparedBatch:
         events=prepared.events,
         statistics=prepared.statistics,
     )
+
+
+class _VeeReading(NamedTuple):
+    """A row as the in-line VEE reads a reading (``central.vee.inline.ReadingInput``)."""
+
+    meter: str
+    obis: str
+    time: datetime
+    value: Decimal
+    unit: str | None
+    kind: str
+    source: str
+    quality: str
+    read_at: datetime
+
+
+def _vee_view(rows: list[tuple[Any, ...]], sqlite_form: bool) -> list[_VeeReading]:
+    """The rows (driver form) as readings for VEE: one datetime object per distinct time."""
+    if not sqlite_form:
+        return [_VeeReading(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[10]) for r in rows]
+    moments: dict[int, datetime] = {}
+    for micros in {*map(itemgetter(2), rows), *map(itemgetter(10), rows)}:
+        moments[micros] = from_utc_micros(micros)
+    return [
+        _VeeReading(
+            r[0], r[1], moments[r[2]], Decimal(r[3]), r[4], r[5], r[6], r[7], moments[r[10]]
+        )
+        for r in rows
+    ]
+
+
+def _key_value(key: tuple[Any, ...], sqlite_form: bool) -> tuple[Any, ...]:
+    """A readings key in driver form as the bound value of a ``vee_exceptions`` key."""
+    meter, obis, ts = key
+    return (meter, obis, from_utc_micros(ts) if sqlite_form else ts)
 
 
 def _stored_value(text: str, seq: int, sqlite_form: bool) -> Any:
