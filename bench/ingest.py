@@ -13,6 +13,11 @@ draining backlog) from ``--gateways`` gateways are published at QoS 1 to a local
 publish until every gateway has received the ack for its last seq — i.e. every row is
 committed (the ack is sent after COMMIT).
 
+Each pipeline runs twice, without and with the in-line VEE (``central ingest run
+--no-vee`` / ``--vee``); "VEE %" is the throughput with VEE as a share of without. The
+readings are healthy registers (rising by each meter's own use) of archived meters (each
+gateway's birth is stored first), so VEE checks every rule and raises nothing.
+
 Measured in the same run, on the same payloads:
 
 * ``broker``: the broker alone — the same payloads published and received by a bare
@@ -58,7 +63,8 @@ from mosquitto_fixture import Broker, new_mqtt_client, start_broker  # noqa: E40
 
 from central.db import make_engine, upgrade  # noqa: E402
 from central.ingest.consumer import BrokerConfig, IngestConsumer  # noqa: E402
-from central.ingest.store import IngestStore  # noqa: E402
+from central.ingest.store import IngestStore, MeterEntry  # noqa: E402
+from central.vee import InlineValidator  # noqa: E402
 from shared_protocol.wire import (  # noqa: E402
     INGEST_SUBSCRIPTION,
     Ack,
@@ -101,7 +107,9 @@ def make_payloads(
                         meter=f"{index:04d}{meter:08d}",
                         obis="1-0:1.8.0",
                         time=ts,
-                        value=Decimal(seq * 7919 % 10_000_000) / 100,
+                        # A register that rises by the meter's own hourly use (what VEE
+                        # expects of a healthy meter: nothing to flag).
+                        value=Decimal(10_000 + meter * 3) + Decimal(hour * (meter % 9 + 1)) / 10,
                         unit="kWh",
                         kind="curve",
                         source="scheduled",
@@ -164,11 +172,13 @@ def verify_only(
     return time.perf_counter() - start, verified
 
 
-def store_only(url: str, keys: dict[str, Any], batches: list[Any], group: int) -> float:
+def store_only(
+    url: str, keys: dict[str, Any], batches: list[Any], group: int, vee: bool = False
+) -> float:
     prepare_database(url, keys)
     engine = make_engine(url)
     try:
-        store = IngestStore(engine)
+        store = IngestStore(engine, InlineValidator(engine) if vee else None)
         start = time.perf_counter()
         for first in range(0, len(batches), group):
             store.apply_batches(batches[first : first + group])
@@ -178,11 +188,19 @@ def store_only(url: str, keys: dict[str, Any], batches: list[Any], group: int) -
 
 
 def prepare_database(url: str, keys: dict[str, Any]) -> None:
+    """Migrated, the gateways enrolled, each with the birth of its meter archive."""
+    from datetime import UTC, datetime
+
     upgrade(url)
     engine = make_engine(url)
     store = IngestStore(engine)
-    for gateway, key in keys.items():
+    for index, (gateway, key) in enumerate(keys.items()):
         store.enroll_gateway(gateway, public_key_pem(key).decode("ascii"), gateway)
+        archive = [
+            MeterEntry(f"{index:04d}{m:08d}", f"{index:04d}{m:08d}", "dlt645-2007")
+            for m in range(METERS)
+        ]
+        store.record_birth(gateway, 1, {}, datetime(2025, 12, 1, tzinfo=UTC), archive)
     engine.dispose()
 
 
@@ -195,6 +213,7 @@ def pipeline(
     keys: dict[str, Any],
     payloads: list[tuple[str, int, bytes]],
     args: argparse.Namespace,
+    vee: bool,
 ) -> tuple[float, dict[str, Any]]:
     prepare_database(url, keys)
     last = {}
@@ -226,8 +245,9 @@ def pipeline(
     consumers: list[IngestConsumer] = []
     processes: list[subprocess.Popen[str]] = []
     if args.in_process:
+        engine = make_engine(url)
         consumer = IngestConsumer(
-            IngestStore(make_engine(url)),
+            IngestStore(engine, InlineValidator(engine) if vee else None),
             BrokerConfig(broker.host, broker.port),
             "bench-ingest",
             max_group=args.group,
@@ -246,6 +266,7 @@ def pipeline(
             process = subprocess.Popen(
                 [sys.executable, "-m", "central", "ingest", "run", "--json",
                  "--consumer-id", f"bench-ingest-{n}", "--max-group", str(args.group),
+                 "--vee" if vee else "--no-vee",
                  "--status-every", "3600"],
                 cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
             )  # fmt: skip
@@ -293,21 +314,26 @@ def bench_backend(backend: str, args: argparse.Namespace, broker: Broker) -> dic
         url = postgres_database(args.postgres_url)
         return url, None, lambda: drop_postgres_database(args.postgres_url, url)
 
-    url, path, cleanup = database("pipeline")
-    try:
-        elapsed, split = pipeline(broker, url, keys, payloads, args)
-    finally:
-        cleanup()
-    result["pipeline"] = total / elapsed
-    result["consumer_split"] = split
+    for vee in (False, True):
+        url, path, cleanup = database("pipeline")
+        try:
+            elapsed, split = pipeline(broker, url, keys, payloads, args, vee)
+        finally:
+            cleanup()
+        name = "pipeline_vee" if vee else "pipeline"
+        result[name] = total / elapsed
+        result[f"{name}_split"] = split
+    result["vee_ratio"] = result["pipeline_vee"] / result["pipeline"]
     result["broker"] = total / broker_only(broker, payloads)
     verify_seconds, verified = verify_only(keys, payloads)
     result["verify_1core"] = total / verify_seconds
-    url, path, cleanup = database("store")
-    try:
-        result["store"] = total / store_only(url, keys, verified, args.group)
-    finally:
-        cleanup()
+    for vee in (False, True):
+        url, path, cleanup = database("store")
+        try:
+            seconds = store_only(url, keys, verified, args.group, vee)
+            result["store_vee" if vee else "store"] = total / seconds
+        finally:
+            cleanup()
     url, path, cleanup = database("raw")
     try:
         result["raw_insert"] = (
@@ -323,7 +349,7 @@ def main() -> None:
     parser.add_argument("--readings", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--gateways", type=int, default=4)
-    parser.add_argument("--group", type=int, default=20, help="batches per transaction")
+    parser.add_argument("--group", type=int, default=40, help="batches per transaction")
     parser.add_argument(
         "--consumers", type=int, default=1, help="`central ingest run` processes, as deployed"
     )
@@ -363,15 +389,17 @@ def main() -> None:
         f"{args.readings} readings, batches of {args.batch}, {args.gateways} gateways, "
         f"{args.consumers} consumer(s), up to {args.group} batches per transaction"
     )
-    print(
-        f"{'backend':<11}{'pipeline':>10}{'broker':>10}{'verify':>10}{'store':>10}{'raw ins':>10}"
-    )
+    columns = ("pipeline", "pipeline_vee", "broker", "verify_1core", "store", "store_vee")
+    heads = ("pipeline", "+VEE", "broker", "verify", "store", "store+VEE", "raw ins", "VEE %")
+    print(f"{'backend':<11}" + "".join(f"{h:>11}" for h in heads))
     for r in results:
         print(
-            f"{r['backend']:<11}{r['pipeline']:>10,.0f}{r['broker']:>10,.0f}"
-            f"{r['verify_1core']:>10,.0f}{r['store']:>10,.0f}{r['raw_insert']:>10,.0f}"
+            f"{r['backend']:<11}"
+            + "".join(f"{r[c]:>11,.0f}" for c in columns)
+            + f"{r['raw_insert']:>11,.0f}{r['vee_ratio'] * 100:>10.1f}%"
         )
-        print(f"  consumer split: {r['consumer_split']}")
+        print(f"  consumer split: {r['pipeline_split']}")
+        print(f"  consumer split with VEE: {r['pipeline_vee_split']}")
 
 
 if __name__ == "__main__":

@@ -433,7 +433,7 @@ def ingest() -> None:
     is_flag=True,
     help="Keep the MQTT session (needs a stable --consumer-id).",
 )
-@click.option("--max-group", default=20, show_default=True, help="Batches per transaction.")
+@click.option("--max-group", default=40, show_default=True, help="Batches per transaction.")
 @click.option(
     "--status-every", default=10.0, show_default=True, help="Seconds between status lines."
 )

@@ -92,9 +92,21 @@ def get_read_conn(api: Api) -> Iterator[Connection]:
             yield conn
 
 
+#: Requests inside the database at once, per process. A request holds at most two pooled
+#: connections (its read connection and a write transaction, or a library's own), so 4
+#: leaves spare connections in make_engine's pool (10 on PostgreSQL, 15 on SQLite) for the
+#: calls that take one for a moment (login, /healthz, a refusal's audit row). Without the
+#: bound, 50 concurrent requests exhausted the pool and threads waiting for a connection
+#: starved the requests holding one (bench/api_latency.py; docs/api.md, "Speed").
+#: Waiting for a slot uses no thread.
+DATABASE_CONCURRENCY: Final = 4
+
 # scope="function": the transaction ends when the route returns, before the response is
 # sent, so a client never sees 200 for a write that then fails to commit.
-ReadConn = Annotated[Connection, Depends(get_read_conn, scope="function")]
+ReadConn = Annotated[
+    Connection,
+    Depends(get_read_conn, scope="function", max_concurrency=DATABASE_CONCURRENCY),
+]
 
 
 def get_conn(request: Request, api: Api, read: ReadConn) -> Iterator[Connection]:

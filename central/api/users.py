@@ -11,8 +11,10 @@ one role each, an optional scope, and the checks that log them in.
   strong as a slow one here (Argon2 exists for guessable passwords) and checking a key costs
   microseconds on every request. The key is shown once, when issued.
 
-Every function takes a SQLAlchemy ``Connection`` inside the caller's transaction; the
-caller commits (the API's ``Conn`` dependency, or ``engine.begin()`` in the CLI).
+Every function but :func:`authenticate_password` takes a SQLAlchemy ``Connection`` inside
+the caller's transaction; the caller commits (the API's ``Conn`` dependency, or
+``engine.begin()`` in the CLI). :func:`authenticate_password` takes the engine: it keeps
+the slow hash check outside any transaction.
 
 Errors (all ``UserError``, a ``ValueError``): :class:`UserNotFound`, :class:`UserExists`,
 :class:`InvalidUser` (bad name, role, password, kind or scope).
@@ -30,7 +32,7 @@ from typing import Any, Final, Literal
 
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
 from central.api.access import Scope
@@ -310,42 +312,53 @@ def update_user(
 
 
 def authenticate_password(
-    conn: Connection, name: str, password: str, *, now: datetime | None = None
+    engine: Engine, name: str, password: str, *, now: datetime | None = None
 ) -> LoginOutcome:
-    """Check a login. Records failures and the lock in ``conn``'s transaction: the caller
-    must commit even when the outcome is a failure."""
+    """Check a login and record its consequence (failure count, lock, a rehash).
+
+    The Argon2 verification (~0.2 s by design) runs with no transaction open: on SQLite a
+    write transaction holds the database's write lock, and ingestion must not wait for
+    somebody typing a password. The failure count is incremented in SQL, so two wrong
+    passwords at once both count.
+    """
     now = now or _now()
-    row = conn.execute(select(users).where(users.c.name == name)).first()
+    with engine.connect() as conn:
+        conn.execution_options(read_only=True)
+        with conn.begin():
+            row = conn.execute(select(users).where(users.c.name == name)).first()
     if row is None or row.password_hash is None or len(password) > MAX_PASSWORD_LENGTH:
         _hasher.verify(password[:MAX_PASSWORD_LENGTH], _DUMMY_HASH)
         return LoginOutcome("invalid_credentials")
     if row.locked_until is not None and row.locked_until > now:
         return LoginOutcome("locked", locked_until=row.locked_until)
     valid, new_hash = _hasher.verify_and_update(password, row.password_hash)
-    if not valid:
-        failures = row.failed_logins + 1
-        locked_until = now + LOCK_DURATION if failures >= MAX_FAILED_LOGINS else None
-        conn.execute(
-            update(users)
-            .where(users.c.id == row.id)
-            .values(
-                failed_logins=0 if locked_until else failures,
-                locked_until=locked_until,
+    with engine.begin() as conn:
+        if not valid:
+            failures = conn.execute(
+                update(users)
+                .where(users.c.id == row.id)
+                .values(failed_logins=users.c.failed_logins + 1)
+                .returning(users.c.failed_logins)
+            ).scalar_one()
+            if failures < MAX_FAILED_LOGINS:
+                return LoginOutcome("invalid_credentials")
+            locked_until = now + LOCK_DURATION
+            conn.execute(
+                update(users)
+                .where(users.c.id == row.id)
+                .values(failed_logins=0, locked_until=locked_until)
             )
-        )
-        if locked_until:
             return LoginOutcome("locked", locked_until=locked_until)
-        return LoginOutcome("invalid_credentials")
-    if row.disabled:
-        return LoginOutcome("user_disabled")
-    values: dict[str, Any] = {}
-    if row.failed_logins or row.locked_until is not None:
-        values.update(failed_logins=0, locked_until=None)
-    if new_hash is not None:  # argon2 parameters were raised since this hash was made
-        values["password_hash"] = new_hash
-    if values:
-        conn.execute(update(users).where(users.c.id == row.id).values(**values))
-    return LoginOutcome("ok", user=_user(conn, row))
+        if row.disabled:
+            return LoginOutcome("user_disabled")
+        values: dict[str, Any] = {}
+        if row.failed_logins or row.locked_until is not None:
+            values.update(failed_logins=0, locked_until=None)
+        if new_hash is not None:  # argon2 parameters were raised since this hash was made
+            values["password_hash"] = new_hash
+        if values:
+            conn.execute(update(users).where(users.c.id == row.id).values(**values))
+        return LoginOutcome("ok", user=_user(conn, row))
 
 
 # -- API keys --------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ __all__ = ["BUSY_TIMEOUT_MS", "json_dumps", "make_engine"]
 
 #: How long a SQLite writer waits for another's transaction (a batch commits in ms).
 BUSY_TIMEOUT_MS: Final = 30_000
+#: WAL pages (4 KiB) written before SQLite checkpoints them into the database file.
+WAL_CHECKPOINT_PAGES: Final = 16_384
 
 
 def _json_default(value: object) -> str:
@@ -89,6 +91,13 @@ def _sqlite_engine(url: Any, echo: bool) -> Engine:
             # Page cache of 64 MiB: the readings primary key stays in memory while a
             # backlog of millions of rows drains.
             cursor.execute("PRAGMA cache_size=-65536")
+            # Checkpoint the WAL every 64 MiB instead of every 4 MiB: a backlog's commits
+            # dirty index pages all over the readings key, and a page rewritten by several
+            # commits is then copied into the database once, not once per commit (the
+            # commit share of ingestion fell by ~40 %, docs/central-ingest.md); the WAL
+            # file is cut back to that size after a checkpoint.
+            cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+            cursor.execute(f"PRAGMA journal_size_limit={WAL_CHECKPOINT_PAGES * 4096}")
         finally:
             cursor.close()
 

@@ -255,8 +255,8 @@ class IngestConsumer:
         consumer_id: str,
         *,
         share_group: str = "ingest",
-        max_group: int = 20,
-        receive_maximum: int = 20,
+        max_group: int = 40,
+        receive_maximum: int = 40,
         persistent_session: bool = False,
         session_expiry_s: int = 3600,
     ) -> None:

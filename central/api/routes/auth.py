@@ -62,9 +62,9 @@ def login(
     token valid for 15 minutes (configurable). Five wrong passwords in a row lock the user
     for 15 minutes (429)."""
     now = datetime.now(UTC)
+    outcome = authenticate_password(api.engine, form.username, form.password, now=now)
+    user = outcome.user
     with api.engine.begin() as conn:
-        outcome = authenticate_password(conn, form.username, form.password, now=now)
-        user = outcome.user
         audit.record(
             conn,
             actor=form.username[:64],

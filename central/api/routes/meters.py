@@ -193,12 +193,11 @@ def series(
 
 def _utc_json(moment: datetime) -> str:
     """An aware time as the API writes times everywhere (pydantic's form): UTC, ``Z``, the
-    fraction only when there is one."""
-    utc = moment.astimezone(UTC)
-    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
-    if utc.microsecond:
-        text += f".{utc.microsecond:06d}"
-    return text + "Z"
+    fraction only when there is one. (``isoformat`` is C and several times faster than
+    ``strftime``: this runs once per point of every series.)"""
+    if moment.utcoffset():
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat() + "Z"
 
 
 @router.get("/{meter}/events", roles=ALL_ROLES, response_model=Page[MeterEventPublic])
