@@ -284,6 +284,7 @@ _READING_COLUMNS: Final = (
 )
 _SEQ_INDEX: Final = _READING_COLUMNS.index("seq")
 _GATEWAY_INDEX: Final = _READING_COLUMNS.index("gateway")
+_STATUS_INDEX: Final = _READING_COLUMNS.index("vee_status")
 _PG_ARRAY_TYPES: Final = {
     "meter": "varchar",
     "obis": "varchar",
@@ -570,7 +571,7 @@ class IngestStore:
     def _apply_prepared(self, prepared: list[_PreparedBatch]) -> list[ApplyResult]:
         results: list[ApplyResult] = []
         counts = [[0, 0] for _ in prepared]  # per batch: inserted, updated
-        owners: dict[str, dict[int, int]] = {}  # gateway -> seq -> batch index
+        kept: list[tuple[int, str, dict[tuple[Any, ...], tuple[Any, ...]], list[Any]]] = []
         # Per batch: its rows in the statement, while no key is in two batches.
         written: list[int] | None = [0] * len(prepared)
         by_key: dict[tuple[Any, ...], tuple[Any, ...]] = {}
@@ -598,9 +599,7 @@ class IngestStore:
                     rows = {k: r for k, r in rows.items() if fresh(r[_SEQ_INDEX])}
                     events = [r for r in events if fresh(r["seq"])]
                     stats = [r for r in stats if fresh(r["seq"])]
-                # Seqs are unique per gateway here (an applied range is never fresh again).
-                owner = owners.setdefault(p.gateway, {})
-                owner.update(zip(map(_row_seq, rows.values()), repeat(index)))
+                kept.append((index, p.gateway, rows, [*events, *stats]))
                 if by_key.keys().isdisjoint(rows):
                     by_key.update(rows)
                     if written is not None:
@@ -613,8 +612,6 @@ class IngestStore:
                         # higher seq goes in, the lower counts as a duplicate.
                         if previous is None or previous[_SEQ_INDEX] <= row[_SEQ_INDEX]:
                             by_key[key] = row
-                for record in (*events, *stats):
-                    owner[record["seq"]] = index
                 event_rows.extend(events)
                 statistic_rows.extend(stats)
                 state[p.gateway] = _advance_ranges(watermark, ranges, p.seq_from, p.seq_to)
@@ -625,18 +622,23 @@ class IngestStore:
             # row starts with its key and keys are unique here, so tuple order is key order.
             rows_in_key_order, mark = self._validate(conn, sorted(by_key.values()))
             returned = self._store_readings(conn, rows_in_key_order)
-            if mark is not None:
+            if mark is not None and returned is not None:
                 self._settle_validation(conn, rows_in_key_order, returned, mark)
-            if (
-                written is not None
-                and len(returned) == len(rows_in_key_order)
-                and not any(map(_returned_corrections, returned))
+            owners = _owners(kept)
+            if written is not None and (
+                returned is None
+                or (
+                    len(returned) == len(rows_in_key_order)
+                    and not any(map(_returned_corrections, returned))
+                )
             ):
                 # Every row went in as new, and each batch's rows all went into the
                 # statement: its count is its number of rows.
                 for index, number in enumerate(written):
                     counts[index][0] += number
             else:
+                if returned is None:  # every row new, but some key came in two batches
+                    returned = [(r[_GATEWAY_INDEX], r[_SEQ_INDEX], 0) for r in rows_in_key_order]
                 for gateway_id, seq, corrections in returned:
                     counts[owners[gateway_id][seq]][0 if corrections == 0 else 1] += 1
             for statement, rows_ in (
@@ -748,15 +750,16 @@ class IngestStore:
     def _validate(
         self, conn: Connection, rows: list[tuple[Any, ...]]
     ) -> tuple[list[tuple[Any, ...]], int | None]:
-        """``rows`` with their ``vee_status`` appended — the in-line VEE's outcome, whose
+        """``rows`` with their ``vee_status`` — the in-line VEE's outcome, whose
         exceptions it inserts through ``conn``; NULL when VEE is off. Also the highest
         exception id before this pass (None when VEE did not run), for
         :meth:`_settle_validation`."""
         if self.validator is None or not rows:
-            return [(*row, None) for row in rows], None
+            return rows, None
         mark = conn.execute(select(func.coalesce(func.max(vee_exceptions.c.id), 0))).scalar()
         statuses = self.validator.validate(conn, _vee_view(rows, self._dialect == "sqlite"))
-        return list(map(tuple.__add__, rows, zip(statuses, strict=True))), int(mark or 0)
+        without_status = map(itemgetter(slice(0, _STATUS_INDEX)), rows)
+        return list(map(tuple.__add__, without_status, zip(statuses, strict=True))), int(mark or 0)
 
     def _settle_validation(
         self,
@@ -814,8 +817,9 @@ class IngestStore:
 
     def _store_readings(
         self, conn: Connection, rows: list[tuple[Any, ...]]
-    ) -> list[tuple[str, int, int]]:
-        """Upsert ``rows``; (gateway, seq, corrections) of each row inserted or corrected."""
+    ) -> list[tuple[str, int, int]] | None:
+        """Upsert ``rows``; (gateway, seq, corrections) of each row inserted or corrected —
+        or None when every row went in new (SQLite's usual case, counted without a list)."""
         returned: list[tuple[str, int, int]] = []
         if not rows:
             return returned
@@ -825,6 +829,7 @@ class IngestStore:
             per_statement = _SQLITE_MAX_VARIABLES // width
             # The driver's own cursor, inside this transaction: its rows are plain tuples.
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            all_new = True
             try:
                 for start in range(0, len(rows), per_statement):
                     chunk = rows[start : start + per_statement]
@@ -837,11 +842,17 @@ class IngestStore:
                     # interval (the convoy that kept the pipeline far below the store alone).
                     cursor.execute(self._insert_new_readings.format(values=values), params)
                     if cursor.rowcount == len(chunk):
-                        returned.extend((row[8], row[_SEQ_INDEX], 0) for row in chunk)
+                        if not all_new:
+                            returned.extend((r[_GATEWAY_INDEX], r[_SEQ_INDEX], 0) for r in chunk)
                         continue
+                    if all_new:  # the chunks before were all new: list them now
+                        all_new = False
+                        returned.extend((r[_GATEWAY_INDEX], r[_SEQ_INDEX], 0) for r in rows[:start])
                     returned.extend(self._settle_conflicts(cursor, chunk))
             finally:
                 cursor.close()
+            if all_new:
+                return None
         else:
             columns = tuple(list(column) for column in zip(*rows, strict=True))
             result = conn.exec_driver_sql(self._upsert_readings, columns)
@@ -865,11 +876,14 @@ class IngestStore:
                 sql, tuple(chain.from_iterable(part))
             ):
                 stored[(meter, obis, ts)] = (gateway, seq)
+
         # Fresh rows only reach here (resent seqs were filtered out), so a stored row with
         # this row's gateway and seq is the one just inserted.
-        inserted = [row for row in chunk if stored.get(row[:3]) == (row[8], row[_SEQ_INDEX])]
-        returned = [(row[8], row[_SEQ_INDEX], 0) for row in inserted]
-        others = [row for row in chunk if stored.get(row[:3]) != (row[8], row[_SEQ_INDEX])]
+        def stored_now(row: tuple[Any, ...]) -> bool:
+            return stored.get(row[:3]) == (row[_GATEWAY_INDEX], row[_SEQ_INDEX])
+
+        returned = [(row[_GATEWAY_INDEX], row[_SEQ_INDEX], 0) for row in chunk if stored_now(row)]
+        others = [row for row in chunk if not stored_now(row)]
         if others:
             width = len(_READING_COLUMNS)
             group = "(" + ", ".join(["?"] * width) + ")"
@@ -1100,6 +1114,7 @@ def _reading_rows(
                 moment(r.read_at),
                 received,
                 0,
+                None,  # vee_status: set by the in-line VEE, if any
             )
         except ValueError as exc:
             raise InvalidBatchError(f"reading seq {r.seq} ({r.meter} {r.obis}): {exc}") from None
@@ -1238,6 +1253,7 @@ def _prepare_record_batch(batch: RecordBatch, sqlite_form: bool) -> _PreparedBat
             read_at,
             received,
             0,
+            None,  # vee_status: set by the in-line VEE, if any
         )
     events: list[dict[str, Any]] = []
     statistics_: list[dict[str, Any]] = []
@@ -1306,10 +1322,11 @@ def _prepare_columns(batch: ColumnarBatch, sqlite_form: bool) -> _PreparedBatch:
             _stored_value(text, seq, sqlite_form)
             for text, seq in zip(values, batch.seq, strict=True)
         ]
+    times = [moments[text] for text in batch.time]
     rows = zip(
         batch.meter,
         batch.obis,
-        [moments[text] for text in batch.time],
+        times,
         values,
         batch.unit,
         batch.kind,
@@ -1320,10 +1337,11 @@ def _prepare_columns(batch: ColumnarBatch, sqlite_form: bool) -> _PreparedBatch:
         [moments[text] for text in batch.read_at],
         repeat(received),
         repeat(0),
+        repeat(None),  # vee_status
         strict=False,  # the repeats are endless; every column has the same length
     )
     # Seqs rise, so a later version of a key (a correction) replaces an earlier one.
-    by_key = {row[:3]: row for row in rows}
+    by_key = dict(zip(zip(batch.meter, batch.obis, times, strict=True), rows, strict=True))
     return _PreparedBatch(
         gateway=gateway,
         session=batch.session,
@@ -1377,6 +1395,19 @@ def _stored_value(text: str, seq: int, sqlite_form: bool) -> Any:
     except ValueError as exc:
         raise InvalidBatchError(f"reading seq {seq}: {exc}") from None
     return format(value, "f") if sqlite_form else value
+
+
+def _owners(
+    kept: list[tuple[int, str, dict[tuple[Any, ...], tuple[Any, ...]], list[Any]]],
+) -> dict[str, dict[int, int]]:
+    """gateway -> seq -> index of the batch that brought it (for counting row by row).
+    Seqs are unique per gateway here: an applied range is never fresh again."""
+    owners: dict[str, dict[int, int]] = {}
+    for index, gateway, rows, others in kept:
+        owner = owners.setdefault(gateway, {})
+        owner.update(zip(map(_row_seq, rows.values()), repeat(index)))
+        owner.update((record["seq"], index) for record in others)
+    return owners
 
 
 def _advance_ranges(
