@@ -3,11 +3,14 @@ ids, login (token, throttle) and API keys — on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+import anyio.to_thread
+import httpx
 import pytest
 from api_support import ENERGY, HOURS, PASSWORD, T0, VOLTAGE, ApiWorld, energy_at
 
@@ -344,3 +347,34 @@ def test_the_last_admin_cannot_be_removed(world: ApiWorld) -> None:
     )
     assert "last enabled admin" in error["message"]
     assert world.request("GET", "/api/v1/me", "admin").json()["role"] == "admin"
+
+
+# -- concurrency -----------------------------------------------------------------------------
+
+
+def test_many_concurrent_requests_with_few_threads_all_complete(world: ApiWorld) -> None:
+    """More requests in flight than pooled connections, and few threads: a request waits
+    for a database slot without holding a thread, so nobody starves (before the bound, 50
+    clients on 4 threads stalled until the pool's 30 s timeout)."""
+
+    async def main() -> list[int]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 4
+        transport = httpx.ASGITransport(app=world.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            params = {
+                "obis": ENERGY,
+                "start": T0.isoformat(),
+                "end": (T0 + timedelta(days=2)).isoformat(),
+            }
+            calls = [
+                client.get(
+                    f"/api/v1/meters/{M1}/series",
+                    params=params,
+                    headers=world.auth("fee_collection"),
+                )
+                for _ in range(40)
+            ]
+            responses = await asyncio.wait_for(asyncio.gather(*calls), timeout=20)
+        return [response.status_code for response in responses]
+
+    assert asyncio.run(main()) == [200] * 40
