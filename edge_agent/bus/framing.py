@@ -86,6 +86,8 @@ def new_parser(family: str) -> dlt645.StreamParser | dlt698.StreamParser | modbu
 
 def _nibbles_match(pattern: str, address: str) -> bool:
     """645/698 wildcard: an A nibble in what we sent matches any digit in the reply."""
+    if pattern == address:
+        return True
     return len(pattern) == len(address) and all(
         p in ("A", a) for p, a in zip(pattern, address, strict=True)
     )

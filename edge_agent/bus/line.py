@@ -40,7 +40,7 @@ except ImportError:  # pragma: no cover
 from edge_agent.config import BusConfig
 from shared_protocol.stream import NEED_DATA, Discarded
 
-__all__ = ["Line", "LineError", "LineEvent", "StreamParserLike"]
+__all__ = ["FrameSize", "Line", "LineError", "LineEvent", "ReplyHint", "StreamParserLike"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,33 +57,38 @@ _DLT698_MIN: Final = 10  # lower bound until the length field has arrived
 _MODBUS_MIN: Final = 5  # an exception response: unit, function, code, CRC
 
 
-def _dlt645_length(head: bytes) -> int | None:
-    """Bytes the 645 frame starting at ``head`` (preamble included) will have in all."""
+#: A frame's size as far as its first bytes tell: ``(total, exact)``. ``total`` counts the
+#: preamble; when ``exact`` is False it is a lower bound (the length field is not in yet).
+FrameSize = tuple[int, bool]
+
+
+def _dlt645_length(head: bytes) -> FrameSize | None:
+    """How many bytes the 645 frame starting at ``head`` (preamble included) will have."""
     i, n = 0, len(head)
     while i < n and head[i] == _PREAMBLE:
         i += 1
     if i < n and head[i] != 0x68:
         return None
     if n - i < 10:
-        return i + _DLT645_MIN
+        return i + _DLT645_MIN, False
     length = head[i + 9]
-    return None if length > _DLT645_MAX_L else i + _DLT645_MIN + length
+    return None if length > _DLT645_MAX_L else (i + _DLT645_MIN + length, True)
 
 
-def _dlt698_length(head: bytes) -> int | None:
-    """Bytes the 698 frame starting at ``head`` will have: 68, L (14 bits, 2 bytes), …, 16."""
+def _dlt698_length(head: bytes) -> FrameSize | None:
+    """How many bytes the 698 frame starting at ``head`` will have: 68, L (14 bits), …, 16."""
     i, n = 0, len(head)
     while i < n and head[i] == _PREAMBLE:
         i += 1
     if i < n and head[i] != 0x68:
         return None
     if n - i < 3:
-        return i + _DLT698_MIN
-    return i + 2 + (head[i + 1] | (head[i + 2] & 0x3F) << 8)
+        return i + _DLT698_MIN, False
+    return i + 2 + (head[i + 1] | (head[i + 2] & 0x3F) << 8), True
 
 
-def _modbus_length(head: bytes) -> int | None:
-    """Bytes the Modbus RTU response starting at ``head`` will have (from its function code)."""
+def _modbus_length(head: bytes) -> FrameSize | None:
+    """How many bytes the Modbus RTU response starting at ``head`` will have."""
     from shared_protocol.errors import ProtocolError
     from shared_protocol.modbus.framing import Direction, expected_length
 
@@ -91,21 +96,107 @@ def _modbus_length(head: bytes) -> int | None:
         length = expected_length(head, Direction.RESPONSE)
     except ProtocolError:
         return None
-    return _MODBUS_MIN if length is None else length
+    return (_MODBUS_MIN, False) if length is None else (length, True)
 
 
-_FRAME_LENGTHS: Final[dict[str, Callable[[bytes], int | None]]] = {
+_FRAME_LENGTHS: Final[dict[str, Callable[[bytes], FrameSize | None]]] = {
     "dlt645": _dlt645_length,
     "dlt698.45": _dlt698_length,
     "modbus-rtu": _modbus_length,
 }
 
 
-def frame_length(family: str) -> Callable[[bytes], int | None] | None:
+def frame_length(family: str) -> Callable[[bytes], FrameSize | None] | None:
     """How to tell, from a reply's first bytes, how long it will be (``None``: unknown
-    family). The result gives the total bytes (a lower bound until the length is on the
-    wire), or ``None`` when the bytes start no frame of the family."""
+    family). The callable gives ``(total, exact)`` — total bytes, a lower bound until the
+    length is on the wire — or ``None`` when the bytes start no frame of the family."""
     return _FRAME_LENGTHS.get(family)
+
+
+def preamble_length(data: bytes | bytearray) -> int:
+    """How many 645/698 wake-up bytes (FE) ``data`` starts with."""
+    i = 0
+    while i < len(data) and data[i] == _PREAMBLE:
+        i += 1
+    return i
+
+
+@dataclass
+class ReplyHint:
+    """What the master expects of the reply, and what the line learns while reading it.
+
+    ``size``: the whole reply in bytes (preamble included) when the same request was
+    answered before — used until the reply's own length field is in, so one sleep can
+    cover the whole frame. ``pace``: seconds per byte the sender actually achieves (at
+    least the character time; slower when a meter leaves gaps between bytes); the line
+    raises it when a sleep ended before the bytes it waited for were in.
+    """
+
+    size: int | None = None
+    pace: float = 0.0
+
+
+#: A sender slower than this many character times a byte is pausing, not slow: its pace
+#: estimate stops there.
+_MAX_PACE: Final = 1.25
+#: After a sleep that found every byte it waited for, the pace estimate drifts back toward
+#: the character time by this fraction of the difference (one slow reply must not make
+#: every later sleep too long).
+_PACE_DECAY: Final = 1 / 16
+#: Bytes a frame must have brought before its pace counts.
+_PACE_SAMPLE: Final = 8
+
+
+def _remaining(
+    window: bytearray,
+    buffered: int,
+    frame_length: Callable[[bytes], FrameSize | None],
+    expected: int | None,
+) -> int:
+    """Bytes still to come of the frame being received (0: unknown, do not sleep).
+
+    ``window`` holds the bytes this read received; the parser holds the last ``buffered``
+    of them (it dropped the FE preamble before them, which the frame's size counts).
+    """
+    if buffered > len(window):
+        return 0
+    start = len(window) - buffered
+    while start and window[start - 1] == _PREAMBLE:
+        start -= 1
+    if start == len(window):
+        return 0
+    head = bytes(window[start:])
+    sized = frame_length(head)
+    if sized is None:
+        return 0
+    total, exact = sized
+    if not exact and expected is not None:
+        total = max(total, expected)
+    return max(total - len(head), 0)
+
+
+def _new_pace(
+    pace: float, char_time: float, short: bool, left: int, received: int, took: float
+) -> float:
+    """The sender's pace after a sleep: ``short`` when it found fewer bytes than it waited
+    for, with ``left`` of the frame still to come, ``received`` bytes in ``took`` seconds
+    since the first.
+
+    Short with the frame not complete: the bytes come slower than assumed (a simulator, a
+    meter that leaves gaps between bytes); the estimate moves a quarter of the way to the
+    frame's own pace so far — measured over the whole frame (at least
+    :data:`_PACE_SAMPLE` bytes), never over the few bytes of one sleep, and at most
+    :data:`_MAX_PACE` character times. Complete: the estimate drifts back toward the
+    character time (a frame shorter than expected says nothing about pace).
+    """
+    if short and left > 0:
+        if received < _PACE_SAMPLE:
+            return pace
+        seen = min(took / (received - 1), _MAX_PACE * char_time)
+        return max(pace + (seen - pace) / 4, char_time)
+    if left == 0 and not short:
+        return pace - (pace - char_time) * _PACE_DECAY
+    return pace
 
 
 class LineError(OSError):
@@ -266,7 +357,8 @@ class Line:
         parser: StreamParserLike,
         deadline: float,
         inter_byte_timeout: float,
-        frame_length: Callable[[bytes], int | None] | None = None,
+        frame_length: Callable[[bytes], FrameSize | None] | None = None,
+        hint: ReplyHint | None = None,
     ) -> LineEvent | None:
         """The next parser event (a frame or ``Discarded``) before ``deadline``, else None.
 
@@ -275,89 +367,77 @@ class Line:
         for bytes that will never come.
 
         ``frame_length`` (from :func:`frame_length`) tells how long the frame being received
-        will be. Then, instead of waking for every byte (at 2 400 baud they arrive one at a
-        time, 4.6 ms apart), the line sleeps out the remaining bytes' wire time and reads
-        them in one go. A sleep never runs past the inter-byte deadline, so a reply that
-        stops part way is still cut ``inter_byte_timeout`` after its last byte; the arrival
-        of the last of ``k`` bytes read after such a sleep is taken as ``k`` character
-        times after the previous read (bytes cannot come faster than the wire carries
-        them), or the read time if that is earlier.
+        will be, and ``hint.size`` how long the same request's reply was last time (used
+        until the frame's own length field is in). Then, instead of waking for every byte
+        (at 2 400 baud they arrive one at a time, 4.6 ms apart), the line sleeps out the
+        remaining bytes' time at ``hint.pace`` and reads them in one go: typically one
+        wake-up for the first byte and one for the rest. A sleep may run past the
+        inter-byte deadline; what it brings back tells whether the bytes kept coming:
+        ``k`` bytes after a sleep are taken to have arrived at ``pace`` after the previous
+        read, so a reply that stopped part way is still cut — when the sleep ends, at most
+        the rest of the expected frame's time later than a byte-by-byte reader would.
         """
         first_byte_at = 0.0
         last_byte_at = 0.0
         char_time = self.config.char_time_ms / 1000
+        pace = max(hint.pace, char_time) if hint is not None else char_time
+        expected = hint.size if hint is not None else None
         # bytes received in this call: the frame being received is their tail (the parser
         # only ever drops bytes from the front); a parser already holding older bytes
         # gets no hint
         window: bytearray | None = None
         if frame_length is not None and not parser.buffered:
             window = bytearray()
-        while True:
-            event = parser.next_event()
-            if event is not NEED_DATA:
-                return LineEvent(event, time.monotonic(), first_byte_at)
-            now = time.monotonic()
-            wait_until = deadline
-            buffered = parser.buffered
-            if buffered and last_byte_at:
-                gap_end = last_byte_at + inter_byte_timeout
-                if now >= gap_end:
-                    return self._cut(parser, now, first_byte_at)
-                wait_until = min(deadline, gap_end)
-            if now >= deadline:
+        try:
+            while True:
+                event = parser.next_event()
+                if event is not NEED_DATA:
+                    return LineEvent(event, time.monotonic(), first_byte_at)
+                now = time.monotonic()
+                wait_until = deadline
+                buffered = parser.buffered
                 if buffered and last_byte_at:
-                    return self._cut(parser, now, first_byte_at)
-                return None
-            if window is not None and frame_length is not None and last_byte_at:
-                end = self._hold_until(window, buffered, frame_length, last_byte_at, char_time)
-                hold_until = min(end, last_byte_at + inter_byte_timeout, deadline)
-                if hold_until - now > char_time:
-                    drained_at = now
-                    time.sleep(hold_until - now)
-                    data = self._read_now()
-                    if data:
-                        arrived = time.monotonic()
-                        last_byte_at = min(arrived, drained_at + len(data) * char_time)
-                        data = self._strip_echo(data)
+                    gap_end = last_byte_at + inter_byte_timeout
+                    if now >= gap_end:
+                        return self._cut(parser, now, first_byte_at)
+                    wait_until = min(deadline, gap_end)
+                if now >= deadline:
+                    if buffered and last_byte_at:
+                        return self._cut(parser, now, first_byte_at)
+                    return None
+                if window is not None and frame_length is not None and last_byte_at:
+                    remaining = _remaining(window, buffered, frame_length, expected)
+                    hold_until = min(last_byte_at + remaining * pace, deadline)
+                    if remaining >= 2 and hold_until - now > char_time:
+                        time.sleep(hold_until - now)
+                        data = self._read_now()
                         if data:
-                            window += data
-                            parser.receive_data(data)
-                    continue
-            data = self._read_wait(wait_until - now)
-            if data:
-                arrived = time.monotonic()
-                first_byte_at = first_byte_at or arrived
-                last_byte_at = arrived
-                data = self._strip_echo(data)
+                            arrived = time.monotonic()
+                            got = len(data)
+                            data = self._strip_echo(data)
+                            if data:
+                                window += data
+                                parser.receive_data(data)
+                            left = _remaining(window, parser.buffered, frame_length, None)
+                            pace = _new_pace(
+                                pace, char_time, got < remaining, left, len(window),
+                                arrived - first_byte_at,
+                            )  # fmt: skip
+                            last_byte_at = min(arrived, last_byte_at + got * pace)
+                        continue
+                data = self._read_wait(wait_until - now)
                 if data:
-                    if window is not None:
-                        window += data
-                    parser.receive_data(data)
-
-    @staticmethod
-    def _hold_until(
-        window: bytearray,
-        buffered: int,
-        frame_length: Callable[[bytes], int | None],
-        last_byte_at: float,
-        char_time: float,
-    ) -> float:
-        """When the rest of the frame being received should be in (0.0: unknown)."""
-        if buffered:
-            if buffered > len(window):
-                return 0.0
-            head = bytes(window[len(window) - buffered :])
-        elif window and window[-1] == _PREAMBLE:
-            head = bytes((_PREAMBLE,))  # only preamble so far (the parser skipped it)
-        else:
-            return 0.0
-        total = frame_length(head)
-        if total is None:
-            return 0.0
-        remaining = total - len(head)
-        if remaining < 2:
-            return 0.0
-        return last_byte_at + remaining * char_time
+                    arrived = time.monotonic()
+                    first_byte_at = first_byte_at or arrived
+                    last_byte_at = arrived
+                    data = self._strip_echo(data)
+                    if data:
+                        if window is not None:
+                            window += data
+                        parser.receive_data(data)
+        finally:
+            if hint is not None:
+                hint.pace = pace
 
     # ------------------------------------------------------------ internals
 

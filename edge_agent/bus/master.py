@@ -6,7 +6,10 @@ gets a :class:`concurrent.futures.Future` of a :class:`TransactionResult`. A thr
 asyncio) because pyserial's URL handlers (``socket://``, ``rfc2217://``) are blocking
 objects, the line is strictly one request at a time anyway, and a thread sleeping in
 ``select`` costs nothing between frames; the rest of the agent may be asyncio and wraps
-the future (``asyncio.wrap_future``).
+the future (``asyncio.wrap_future``). :meth:`BusMaster.transact` (submit and wait, the
+drivers' way in) runs the transaction in the calling thread instead when the line is free
+and nothing is queued — still one transaction at a time — which saves two thread
+hand-offs per transaction (edge.md D8: CPU per transaction).
 
 What happens to one transaction, in order:
 
@@ -40,13 +43,13 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any, Final
 
 from edge_agent.bus.framing import ListenOnly, Match, Outcome, ReplyMatcher, Verdict, new_parser
-from edge_agent.bus.line import Line, LineError, frame_length
+from edge_agent.bus.line import Line, LineError, ReplyHint, frame_length, preamble_length
 from edge_agent.config import BusConfig
 from shared_protocol.stream import Discarded
 
@@ -64,6 +67,17 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _EWMA_ALPHA: Final = 0.2
+#: Reply sizes remembered per request shape (a few per meter model and data item).
+_MAX_REPLY_SHAPES: Final = 512
+
+
+def _shape(transaction: Transaction) -> tuple[str, str, int]:
+    """What makes replies the same size: the family, what is asked (the label names the
+    data item, not the meter) and the request's length."""
+    family = transaction.matcher.family if transaction.matcher is not None else ""
+    return family, transaction.label, len(transaction.request)
+
+
 _CHECKSUM_WORDS: Final = ("checksum", "crc", "fcs", "hcs")
 
 
@@ -192,6 +206,8 @@ class MeterHealth:
     latency_ewma: float | None = None
     latency_dev: float = 0.0
     last_ok: datetime | None = None
+    preamble: int | None = None  # FE bytes before its last clean reply (None: not seen)
+    pace: float = 0.0  # seconds per byte its replies arrive at (0: the character time)
 
     def timeout(self, policy: TimingPolicy, ceiling: float) -> float:
         if self.latency_ewma is None:
@@ -206,6 +222,10 @@ class MeterHealth:
         error = latency - self.latency_ewma
         self.latency_ewma += _EWMA_ALPHA * error
         self.latency_dev += _EWMA_ALPHA * (abs(error) - self.latency_dev)
+
+
+#: The future of a transaction run in its caller's thread (never resolved: nobody waits).
+_NO_FUTURE: Final[Future[TransactionResult]] = Future()
 
 
 @dataclass(order=True)
@@ -250,6 +270,7 @@ class BusMaster:
         self._sequence = itertools.count()
         self._wake = threading.Condition()
         self._stopping = False
+        self._busy = False  # a transaction is on the line (the worker's or a caller's)
         self._thread: threading.Thread | None = None
         self._quiet_until = 0.0
         self._reopen_at = 0.0
@@ -257,6 +278,10 @@ class BusMaster:
         self._current_meter = ""
         self._rx_log = bytearray()
         self._new_config: BusConfig | None = None
+        # reply size (without preamble) by request shape: how long to sleep for a reply
+        # before its length field is in (edge-bus.md, "Reading a reply in few wake-ups")
+        self._reply_sizes: dict[tuple[str, str, int], int] = {}
+        self._preamble = 0  # FE bytes before the line's last clean reply
 
     # ------------------------------------------------------------ lifecycle
 
@@ -281,9 +306,13 @@ class BusMaster:
             self._wake.notify_all()
         for item in pending:
             item.future.cancel()
+        give_up = time.monotonic() + timeout
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        with self._wake:  # a caller's own transaction (transact) finishes too
+            while self._busy and time.monotonic() < give_up:
+                self._wake.wait(give_up - time.monotonic())
         self._line.close()
 
     def __enter__(self) -> BusMaster:
@@ -311,15 +340,43 @@ class BusMaster:
     def transact(
         self, transaction: Transaction, priority: Priority = Priority.SCHEDULED
     ) -> TransactionResult:
-        """:meth:`submit` and wait (the drivers' way in)."""
-        return self.submit(transaction, priority).result()
+        """:meth:`submit` and wait (the drivers' way in).
+
+        When the line is free and nobody is queued, the transaction runs in the calling
+        thread, under the same one-at-a-time rule: two thread hand-offs (to the worker and
+        back) cost more CPU than the rest of a transaction's work. A request queued
+        meanwhile waits for it as it would for the worker's, and is served by the worker.
+        """
+        with self._wake:
+            if self._stopping:
+                raise RuntimeError(f"bus {self.name} is stopped")
+            inline = self._thread is not None and not self._busy and not self._queue
+            if inline:
+                self._busy = True
+                new_config, self._new_config = self._new_config, None
+        if not inline:
+            return self.submit(transaction, priority).result()
+        try:
+            if new_config is not None:
+                self._apply_config(new_config)
+            item = _Queued(int(priority), next(self._sequence), transaction, _NO_FUTURE, 0.0)
+            item.queued_at = time.monotonic()
+            return self._serve(item)
+        finally:
+            with self._wake:
+                self._busy = False
+                if self._queue or self._stopping:
+                    self._wake.notify_all()
 
     @property
     def queue_depth(self) -> int:
         return len(self._queue)
 
     def health(self, meter: str) -> MeterHealth:
-        return self._health.setdefault(meter, MeterHealth())
+        health = self._health.get(meter)
+        if health is None:
+            health = self._health[meter] = MeterHealth()
+        return health
 
     def is_quarantined(self, meter: str) -> bool:
         health = self._health.get(meter)
@@ -372,23 +429,31 @@ class BusMaster:
 
     def _run(self) -> None:
         while True:
+            # Sit out the line's silence first: the next request (the reply's reader
+            # submits it within a millisecond) is then taken without a second wake-up.
+            self._wait_quiet()
             with self._wake:
-                while not self._queue and not self._stopping:
+                while (not self._queue or self._busy) and not self._stopping:
                     self._wake.wait()
                 if self._stopping:
                     return
                 item = heapq.heappop(self._queue)
                 new_config, self._new_config = self._new_config, None
-            if new_config is not None:
-                self._apply_config(new_config)
-            if not item.future.set_running_or_notify_cancel():
-                continue
+                self._busy = True
             try:
-                result = self._serve(item)
-            except Exception as exc:  # a bug must not kill the line's only owner
-                logger.exception("bus %s: transaction %s failed", self.name, item.transaction)
-                item.future.set_exception(exc)
-                continue
+                if new_config is not None:
+                    self._apply_config(new_config)
+                if not item.future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    result = self._serve(item)
+                except Exception as exc:  # a bug must not kill the line's only owner
+                    logger.exception("bus %s: transaction %s failed", self.name, item.transaction)
+                    item.future.set_exception(exc)
+                    continue
+            finally:
+                with self._wake:
+                    self._busy = False
             item.future.set_result(result)
 
     def _serve(self, item: _Queued) -> TransactionResult:
@@ -430,6 +495,7 @@ class BusMaster:
         start = time.monotonic()
         tx_hex: list[str] = []
         wrong = noise = 0
+        flushed = False
         attempt = 0
         final: Match | None = None
         latency: float | None = None
@@ -440,6 +506,7 @@ class BusMaster:
             stale = self._line.flush_input()
             if stale:
                 self.counters.stale_flushed_bytes += len(stale)
+                flushed = True  # the log holds bytes that are not this reply's
             sent_end = self._line.write(transaction.request)
             self.counters.tx_frames += 1
             tx_hex.append(transaction.request.hex(" ").upper())
@@ -470,35 +537,46 @@ class BusMaster:
                 break
             self.counters.retries += 1
         self._current_meter = ""
+        rx_hex = bytes(self._rx_log).hex(" ").upper()
         duration = time.monotonic() - start
-        base = TransactionResult(
-            transaction,
-            last_outcome,
-            attempts=attempt,
-            tx_hex=tuple(tx_hex),
-            rx_hex=bytes(self._rx_log).hex(" ").upper(),
-            started_at=started_at,
-            queued_s=queued_s,
-            duration_s=duration,
-            wrong_address=wrong,
-            noise_bytes=noise,
-        )
         if final is None:
             if health is not None:
                 self._failed(transaction.meter, health)
-            detail = "no reply" if last_outcome is Outcome.TIMEOUT else "only garbled replies"
-            return replace(base, detail=detail)
+            return TransactionResult(
+                transaction,
+                last_outcome,
+                detail="no reply" if last_outcome is Outcome.TIMEOUT else "only garbled replies",
+                attempts=attempt,
+                tx_hex=tuple(tx_hex),
+                rx_hex=rx_hex,
+                started_at=started_at,
+                queued_s=queued_s,
+                duration_s=duration,
+                wrong_address=wrong,
+                noise_bytes=noise,
+            )
         if health is not None:
             self._answered(health, latency)
+        clean = attempt == 1 and not (wrong or noise or flushed or config.echo)
+        if clean and final.outcome is Outcome.OK:
+            self._learn_size(transaction, health)
         if final.outcome is Outcome.ABNORMAL:
             self.counters.abnormal_replies += 1
-        return replace(
-            base,
-            outcome=final.outcome,
+        return TransactionResult(
+            transaction,
+            final.outcome,
             reply=final.reply,
             detail=final.detail,
             code=final.code,
+            attempts=attempt,
+            tx_hex=tuple(tx_hex),
+            rx_hex=rx_hex,
+            started_at=started_at,
+            queued_s=queued_s,
+            duration_s=duration,
             latency_s=latency,
+            wrong_address=wrong,
+            noise_bytes=noise,
         )
 
     def _listen(
@@ -515,12 +593,19 @@ class BusMaster:
         matcher = transaction.matcher
         parser = new_parser(matcher.family)
         length_of = frame_length(matcher.family)
+        hint: ReplyHint | None = None
+        if length_of is not None:
+            size = self._reply_sizes.get(_shape(transaction))
+            if size is not None:
+                known = health.preamble if health is not None else None
+                size += self._preamble if known is None else known
+            hint = ReplyHint(size, health.pace if health is not None else 0.0)
         wrong = noise = 0
         first_byte = 0.0
         bad: Match | None = None
         try:
             while True:
-                read = self._line.read_event(parser, deadline, inter_byte, length_of)
+                read = self._line.read_event(parser, deadline, inter_byte, length_of, hint)
                 if read is None:
                     return bad, first_byte, wrong, noise
                 first_byte = first_byte or read.first_byte_at
@@ -554,6 +639,20 @@ class BusMaster:
         finally:
             gap = max(config.turnaround_ms, config.pre_send_silence_ms) / 1000
             self._quiet_until = time.monotonic() + gap
+            if health is not None and hint is not None:
+                health.pace = hint.pace
+
+    def _learn_size(self, transaction: Transaction, health: MeterHealth | None) -> None:
+        """Remember how long a clean reply to this kind of request was (its preamble per
+        meter): the next one can then be read in one sleep from its first byte."""
+        received = self._rx_log
+        preamble = preamble_length(received)
+        self._preamble = preamble  # a meter not heard yet likely shares its line's vendor
+        if health is not None:
+            health.preamble = preamble
+        if len(self._reply_sizes) >= _MAX_REPLY_SHAPES:
+            self._reply_sizes.clear()  # many distinct requests: start over, never grow
+        self._reply_sizes[_shape(transaction)] = len(received) - preamble
 
     # ------------------------------------------------------------ meter health
 
