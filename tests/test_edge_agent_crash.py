@@ -49,6 +49,7 @@ from test_edge_tasks_helpers import ZONE, freeze_values, utc_text
 
 from edge_agent.archive import Meter, MeterArchive
 from edge_agent.store import EdgeLog
+from edge_agent.store.records import micros_text
 from edge_agent.tasks import Ledger
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -290,14 +291,14 @@ def verify(
         assert log.last_seq() == high, where
         assert generation.high_reported <= high, f"{where}: committed seq lost"
         (dupes,) = conn.execute(
-            "SELECT count(*) FROM (SELECT 1 FROM records WHERE type = 'reading' "
+            "SELECT count(*) FROM (SELECT 1 FROM records WHERE type = 0 "
             "GROUP BY data_ts, meter, obis HAVING count(*) > 1)"
         ).fetchone()
         assert dupes == 0, f"{where}: duplicate natural keys"
         stored: dict[tuple[str, str, str], Decimal] = {
-            (meter, obis, data_ts): Decimal(value)
+            (meter, obis, micros_text(data_ts)): Decimal(value)
             for meter, obis, data_ts, value in conn.execute(
-                "SELECT meter, obis, data_ts, value FROM records WHERE type = 'reading'"
+                "SELECT meter, obis, data_ts, value FROM records WHERE type = 0"
             )
         }
     for key, value in generation.readings.items():

@@ -31,7 +31,7 @@ from edge_agent.store import (
     SchemaVersionError,
     StatisticRecord,
 )
-from edge_agent.store.records import format_utc
+from edge_agent.store.records import format_utc, utc_micros
 
 T0 = datetime(2026, 11, 1, 0, 5, tzinfo=UTC)
 ENERGY = "1-0:1.8.0"
@@ -606,7 +606,7 @@ def test_quota_evicts_raw_frames_first_and_billing_data_last(
         assert log.size_bytes() <= log.quota_bytes
         assert set(evicted) == {"raw_frame"}
         oldest_left = log._conn.execute("SELECT min(at) FROM raw_frames").fetchone()[0]
-        assert oldest_left == format_utc(T0 + timedelta(minutes=evicted["raw_frame"]))
+        assert oldest_left == utc_micros(T0 + timedelta(minutes=evicted["raw_frame"]))
         assert log.eviction_counts() == evicted
         assert log.depth() > 0  # unacked readings untouched while frames could go
         event = log.pending(after_seq=log.last_seq() - 1)[0]
@@ -619,9 +619,9 @@ def test_quota_evicts_raw_frames_first_and_billing_data_last(
             "instant": 600,
             "curve": 600,
         }
-        log.quota_bytes = 56 << 10  # then events; billing data stays to the last
+        log.quota_bytes = 58 << 10  # then events; billing data stays to the last
         assert set(log.enforce_quota()) == {"event"}
-        kinds = dict(log._conn.execute("SELECT kind, count(*) FROM records GROUP BY kind"))
+        kinds = dict(log._conn.execute("SELECT kind, count(*) FROM records_text GROUP BY kind"))
         assert kinds == {"daily": 40, "event": 1}  # the last store.evicted event
         totals = log.eviction_counts()
         assert totals["raw_frame"] == 600
@@ -639,7 +639,7 @@ def test_quota_evicts_acked_before_unacked_and_oldest_first(
         log.acknowledge(200)
         log.quota_bytes = 1 << 40
         log.enforce_quota()
-        log.quota_bytes = log.size_bytes() - (8 << 10)
+        log.quota_bytes = log.size_bytes() - (4 << 10)
         evicted = log.enforce_quota()
         assert 0 < evicted["instant"] <= 200
         remaining = set(all_seqs(log))

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.store import EdgeLog
+from edge_agent.store.records import micros_text
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -51,7 +52,7 @@ def say(text):
 def writer(path, seed):
     rng = random.Random(seed)
     log = EdgeLog(path, check='quick')  # the parent runs the full check after each kill
-    (k,) = log._conn.execute("SELECT count(*) FROM records WHERE type = 'reading'").fetchone()
+    (k,) = log._conn.execute("SELECT count(*) FROM records WHERE type = 0").fetchone()
     say("ready\\n")
     while True:
         size = rng.randint(1, 32)
@@ -170,20 +171,20 @@ def verify(
             assert 1 <= first <= last <= high, f"kill {kill}: committed seq {last} is lost"
         assert last_ack <= log.acked_seq() <= high, f"kill {kill}: the ack went back"
         (dupes,) = conn.execute(
-            "SELECT count(*) FROM (SELECT 1 FROM records WHERE type = 'reading' "
+            "SELECT count(*) FROM (SELECT 1 FROM records WHERE type = 0 "
             "GROUP BY data_ts, meter, obis HAVING count(*) > 1)"
         ).fetchone()
         assert dupes == 0, f"kill {kill}: duplicate natural keys"
         # every new reading is there once, with the value of its key, in key order
         rows = conn.execute(
-            "SELECT meter, data_ts, value FROM records "
-            "WHERE type = 'reading' AND seq > ? ORDER BY seq",
+            "SELECT meter, data_ts, value FROM records WHERE type = 0 AND seq > ? ORDER BY seq",
             (verified_seq,),
         ).fetchall()
         for meter, data_ts, value in rows:
-            assert (meter, data_ts, Decimal(value)) == expected(checked_reading), f"kill {kill}"
+            got = (meter, micros_text(data_ts), Decimal(value))
+            assert got == expected(checked_reading), f"kill {kill}"
             checked_reading += 1
-        (readings,) = conn.execute("SELECT count(*) FROM records WHERE type = 'reading'").fetchone()
+        (readings,) = conn.execute("SELECT count(*) FROM records WHERE type = 0").fetchone()
         assert readings == checked_reading
         return high, checked_reading, log.acked_seq()
 

@@ -33,7 +33,7 @@ import math
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -45,9 +45,14 @@ from edge_agent.store.errors import AcknowledgementError, InvalidRecordError, St
 from edge_agent.store.records import (
     DIRECTIONS,
     EVICTION_ORDER,
+    KIND_CODES,
+    KIND_NAMES,
     KINDS,
     RAW_FRAME,
+    SOURCE_CODES,
+    SOURCE_NAMES,
     SOURCES,
+    TYPE_NAMES,
     Batch,
     EventRecord,
     Health,
@@ -58,7 +63,10 @@ from edge_agent.store.records import (
     decimal_text,
     format_utc,
     json_text,
+    micros_text,
+    micros_utc,
     parse_utc,
+    utc_micros,
 )
 from edge_agent.store.schema import migrate
 from shared_protocol.errors import LocalProtocolError
@@ -71,13 +79,13 @@ _COLUMNS: Final = (
     "source, quality, detail, corrections"
 )
 _INSERT_READING: Final = (
-    "INSERT INTO records (seq, type, kind, created_at, data_ts, meter, obis, value, unit, "
-    "read_ts, source, quality) VALUES (?, 'reading', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (meter, obis, data_ts) WHERE type = 'reading' DO NOTHING"
+    "INSERT INTO records (seq, type, kind, created_at, data_ts, meter, mrank, obis, value, "
+    "unit, read_ts, source, quality) VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (data_ts, mrank, obis) WHERE type = 0 DO NOTHING"
 )
 _FIND_READING: Final = (
     "SELECT seq, value, unit, quality FROM records "
-    "WHERE type = 'reading' AND meter = ? AND obis = ? AND data_ts = ?"
+    "WHERE type = 0 AND data_ts = ? AND mrank = ? AND obis = ?"
 )
 _CORRECT_READING: Final = (
     "UPDATE records SET seq = ?, kind = ?, created_at = ?, value = ?, unit = ?, read_ts = ?, "
@@ -103,6 +111,11 @@ def _utc_now() -> datetime:
 def _row_to_record(row: tuple[Any, ...]) -> Record:
     (seq, type_, kind, created_at, data_ts, meter, obis, code, name, value, unit, read_ts,
      source, quality, detail, corrections) = row  # fmt: skip
+    if isinstance(type_, int):  # version 2: codes and microseconds (version 1: names, text)
+        type_, kind = TYPE_NAMES[type_], KIND_NAMES[kind]
+        source = None if source is None else SOURCE_NAMES[source]
+        created_at, data_ts = micros_text(created_at), micros_text(data_ts)
+        read_ts = None if read_ts is None else micros_text(read_ts)
     if type_ == "reading":
         return ReadingRecord(
             seq, kind, created_at, meter, obis, data_ts, value, unit, read_ts, source,
@@ -140,6 +153,14 @@ class LogReader:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._lock = threading.RLock()
+        # A reader may be handed a version-1 file the daemon has not upgraded yet (the CLI
+        # with the daemon stopped right after a software update): it reads that form too.
+        columns = {row[1]: row[2] for row in conn.execute("PRAGMA table_info(records)")}
+        self._text_times = columns.get("created_at") == "TEXT"
+
+    def _time(self, moment: datetime, what: str) -> int | str:
+        """A datetime as the file stores it (a query parameter)."""
+        return format_utc(moment, what) if self._text_times else utc_micros(moment, what)
 
     @classmethod
     def open(cls, path: str | Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> LogReader:
@@ -228,12 +249,12 @@ class LogReader:
     ) -> list[ReadingRecord]:
         """A meter's readings with ``start <= period_ts < end`` (all quantities if ``obis``
         is None), in period order: what central's "resend" command asks for."""
-        lo, hi = format_utc(start, "start"), format_utc(end, "end")
+        lo, hi = self._time(start, "start"), self._time(end, "end")
         sql = (
-            f"SELECT {_COLUMNS} FROM records WHERE type = 'reading' AND meter = ? "
+            f"SELECT {_COLUMNS} FROM records WHERE type = ? AND meter = ? "
             "AND data_ts >= ? AND data_ts < ?"
         )
-        params: list[Any] = [meter, lo, hi]
+        params: list[Any] = ["reading" if self._text_times else 0, meter, lo, hi]
         if obis is not None:
             sql += " AND obis = ?"
             params.append(obis)
@@ -258,7 +279,8 @@ class LogReader:
             ).fetchone()
         if row is None:
             return None
-        return now - parse_utc(row[0])
+        created = row[0]
+        return now - (parse_utc(created) if isinstance(created, str) else micros_utc(created))
 
     def eviction_counts(self) -> dict[str, int]:
         """Records (and raw frames) evicted under disk pressure since the log was made."""
@@ -320,13 +342,28 @@ class LogReader:
 class LogBatch:
     """One open transaction of :meth:`EdgeLog.batch`; everything added commits together."""
 
-    def __init__(self, conn: sqlite3.Connection, last_seq: int, created_at: str) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, last_seq: int, created_at: int, ranks: dict[str, int]
+    ) -> None:
         self._conn = conn
         self._last_seq = last_seq
         self._created_at = created_at
+        self._ranks = ranks  # the log's meter → rank (read only here)
+        self.new_ranks: dict[str, int] = {}  # ranks this batch gave (the log's once committed)
         self._first_seq: int | None = None
         self._corrections = 0
         self._open = True
+
+    def _rank(self, meter: str) -> int:
+        rank = self._ranks.get(meter)
+        if rank is None:
+            rank = self.new_ranks.get(meter)
+            if rank is None:
+                (rank,) = self._conn.execute(
+                    "INSERT INTO meters (meter) VALUES (?) RETURNING rank", (meter,)
+                ).fetchone()
+                self.new_ranks[meter] = rank
+        return rank
 
     @property
     def first_seq(self) -> int | None:
@@ -383,25 +420,28 @@ class LogBatch:
             raise InvalidRecordError(f"unit must be a string or None, not {unit!r}")
         if not isinstance(quality, str) or not quality:
             raise InvalidRecordError(f"quality must be a non-empty string, not {quality!r}")
-        period = format_utc(period_ts, "period_ts")
-        read = format_utc(read_ts, "read_ts")
+        period = utc_micros(period_ts, "period_ts")
+        read = utc_micros(read_ts, "read_ts")
         text = decimal_text(value)
         seq = self._last_seq + 1
+        kind_code, source_code = KIND_CODES[kind], SOURCE_CODES[source]
+        rank = self._rank(meter)
         cursor = self._conn.execute(
             _INSERT_READING,
-            (seq, kind, self._created_at, period, meter, obis, text, unit, read, source, quality),
-        )
+            (seq, kind_code, self._created_at, period, meter, rank, obis, text, unit, read,
+             source_code, quality),
+        )  # fmt: skip
         if cursor.rowcount == 1:
             return self._take_seq()
         old_seq, old_value, old_unit, old_quality = self._conn.execute(
-            _FIND_READING, (meter, obis, period)
+            _FIND_READING, (period, rank, obis)
         ).fetchone()
         if Decimal(old_value) == Decimal(text) and old_unit == unit and old_quality == quality:
             return None
         seq = self._take_seq()
         self._conn.execute(
             _CORRECT_READING,
-            (seq, kind, self._created_at, text, unit, read, source, quality, old_seq),
+            (seq, kind_code, self._created_at, text, unit, read, source_code, quality, old_seq),
         )
         self._corrections += 1
         return seq
@@ -412,12 +452,12 @@ class LogBatch:
             raise InvalidRecordError(f"meter must be a non-empty string or None, not {meter!r}")
         if not isinstance(code, str) or not code:
             raise InvalidRecordError(f"event code must be a non-empty string, not {code!r}")
-        when = format_utc(at, "at")
+        when = utc_micros(at, "at")
         body = json_text(detail, "event detail")
         seq = self._take_seq()
         self._conn.execute(
             "INSERT INTO records (seq, type, kind, created_at, data_ts, meter, code, detail) "
-            "VALUES (?, 'event', 'event', ?, ?, ?, ?, ?)",
+            "VALUES (?, 1, 4, ?, ?, ?, ?, ?)",
             (seq, self._created_at, when, meter, code, body),
         )
         return seq
@@ -436,30 +476,47 @@ class LogBatch:
             raise InvalidRecordError(f"statistic name must be a non-empty string, not {name!r}")
         if kind not in KINDS:
             raise InvalidRecordError(f"kind {kind!r} is not one of {sorted(KINDS)}")
-        when = format_utc(at, "at")
+        when = utc_micros(at, "at")
         body = json_text(labels, "statistic labels")
         text = decimal_text(value)
         seq = self._take_seq()
         self._conn.execute(
             "INSERT INTO records (seq, type, kind, created_at, data_ts, name, value, detail) "
-            "VALUES (?, 'statistic', ?, ?, ?, ?, ?, ?)",
-            (seq, kind, self._created_at, when, name, text, body),
+            "VALUES (?, 2, ?, ?, ?, ?, ?, ?)",
+            (seq, KIND_CODES[kind], self._created_at, when, name, text, body),
         )
         return seq
 
-    def add_raw_frame(self, bus: str, direction: str, hex: str, at: datetime) -> None:
-        """Keep a frame as seen on the line, for forensics: no seq, never replicated."""
+    def add_raw_frame(
+        self,
+        bus: str,
+        direction: str,
+        hex: str | bytes,
+        at: datetime,
+        *,
+        meter: str | None = None,
+        note: str | None = None,
+    ) -> None:
+        """Keep a frame as seen on the line, for forensics: no seq, never replicated.
+
+        ``hex`` is the frame as hex text (spaces allowed) or as bytes; ``meter`` the meter
+        the exchange was with, ``note`` how it went (the agent writes ``outcome: detail``).
+        """
         if not self._open:
             raise InvalidRecordError("this batch is closed; open a new one with log.batch()")
         if direction not in DIRECTIONS:
             raise InvalidRecordError(f"direction {direction!r} is not one of {sorted(DIRECTIONS)}")
-        try:
-            frame = bytes.fromhex(hex)
-        except (TypeError, ValueError) as exc:
-            raise InvalidRecordError(f"raw frame is not hex: {hex!r}") from exc
+        if isinstance(hex, bytes):
+            frame = hex
+        else:
+            try:
+                frame = bytes.fromhex(hex)
+            except (TypeError, ValueError) as exc:
+                raise InvalidRecordError(f"raw frame is not hex: {hex!r}") from exc
         self._conn.execute(
-            "INSERT INTO raw_frames (bus, direction, frame, at) VALUES (?, ?, ?, ?)",
-            (bus, direction, frame, format_utc(at, "at")),
+            "INSERT INTO raw_frames (bus, direction, frame, at, meter, note) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (bus, direction, frame, utc_micros(at, "at"), meter, note),
         )
 
     def _finish(self) -> None:
@@ -516,12 +573,14 @@ class EdgeLog(LogReader):
         self._check = check
         self.quarantined_to: Path | None = None
         self.integrity_checked_at = format_utc(clock(), "clock()")
+        self._ranks: dict[str, int] = {}  # meter → rank (meters table), loaded once open
         conn, self.integrity = self._open_checked()
         if conn is None:
             from edge_agent.store.salvage import quarantine_files, salvage_into
 
             self.quarantined_to = quarantine_files(self.path, clock())
             super().__init__(self._fresh_connection())
+            self._load_ranks()
             self.salvage_report: dict[str, Any] | None = salvage_into(
                 self, self.quarantined_to, self.integrity
             )
@@ -529,6 +588,34 @@ class EdgeLog(LogReader):
             super().__init__(conn)
             self.salvage_report = None
             self._repair_counters()
+        self._load_ranks()
+
+    def _load_ranks(self) -> None:
+        with self._lock:
+            self._ranks.clear()
+            self._ranks.update(self._conn.execute("SELECT meter, rank FROM meters"))
+
+    def register_meters(self, meters: Iterable[str]) -> int:
+        """Give the meters not yet known their ranks, in the order given; returns how many
+        were new. The collector lists its meters bus by bus before a pass, so that one
+        bus's readings of a period sit together in the natural-key index (a commit then
+        touches a few pages, not every page of the period). A meter first seen in
+        ``add_reading`` is ranked then."""
+        new = [m for m in dict.fromkeys(meters) if isinstance(m, str) and m not in self._ranks]
+        if not new:
+            return 0
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany(
+                    "INSERT OR IGNORE INTO meters (meter) VALUES (?)", [(m,) for m in new]
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._load_ranks()
+        return len(new)
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -611,7 +698,9 @@ class EdgeLog(LogReader):
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                batch = LogBatch(self._conn, self._meta("last_seq"), format_utc(self._clock()))
+                batch = LogBatch(
+                    self._conn, self._meta("last_seq"), utc_micros(self._clock()), self._ranks
+                )
                 yield batch
                 batch._finish()
                 self._conn.execute("COMMIT")
@@ -619,6 +708,7 @@ class EdgeLog(LogReader):
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise
+            self._ranks.update(batch.new_ranks)
             over = self.quota_bytes is not None and self.size_bytes() > self.quota_bytes
             if over and not self._enforcing:
                 self.enforce_quota()
@@ -682,14 +772,24 @@ class EdgeLog(LogReader):
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 acked = self._meta("acked_seq")
-                for kind in sorted(KINDS):
-                    cutoff = format_utc(now - self.retention.age_for(kind), "now")
-                    cursor = self._conn.execute(
-                        "DELETE FROM records WHERE kind = ? AND data_ts < ? AND seq <= ?",
-                        (kind, cutoff, acked),
-                    )
-                    deleted[kind] = cursor.rowcount
-                cutoff = format_utc(now - self.retention.raw_frame, "now")
+                cutoffs = {
+                    KIND_CODES[kind]: utc_micros(now - self.retention.age_for(kind), "now")
+                    for kind in KINDS
+                }
+                latest = max(cutoffs.values())
+                per_kind = " ".join(f"WHEN {code} THEN {cut}" for code, cut in cutoffs.items())
+                # one range scan of each age index: readings (the natural key starts with
+                # the time) and events/statistics
+                gone: Counter[str] = Counter({kind: 0 for kind in KINDS})
+                for readings in ("type = 0", "type != 0"):
+                    rows = self._conn.execute(
+                        f"DELETE FROM records WHERE {readings} AND data_ts < ? AND seq <= ? "
+                        f"AND data_ts < CASE kind {per_kind} END RETURNING kind",
+                        (latest, acked),
+                    ).fetchall()
+                    gone.update(KIND_NAMES[kind] for (kind,) in rows)
+                deleted.update(sorted(gone.items()))
+                cutoff = utc_micros(now - self.retention.raw_frame, "now")
                 # frames are in time order: delete the prefix older than the cut-off
                 cursor = self._conn.execute(
                     "DELETE FROM raw_frames WHERE id < coalesce("
@@ -726,17 +826,14 @@ class EdgeLog(LogReader):
                 counts[RAW_FRAME] = cursor.rowcount
             else:
                 acked = self._meta("acked_seq")
-                marks = ", ".join("?" for _ in kinds)
-                rows = self._conn.execute(
-                    f"DELETE FROM records WHERE seq IN (SELECT seq FROM records "
-                    f"WHERE kind IN ({marks}) ORDER BY seq > ?, data_ts, seq LIMIT ?) "
-                    "RETURNING seq, kind",
-                    (*kinds, acked, limit),
-                ).fetchall()
-                for seq, kind in rows:
-                    counts[kind] += 1
+                chosen = self._oldest(kinds, acked, limit)
+                for seq, code in chosen:
+                    counts[KIND_NAMES[code]] += 1
                     if seq > acked:
                         unacked.append(seq)
+                self._conn.executemany(
+                    "DELETE FROM records WHERE seq = ?", [(seq,) for seq, _ in chosen]
+                )
             for kind, count in counts.items():
                 if count:
                     self._conn.execute(
@@ -749,6 +846,32 @@ class EdgeLog(LogReader):
             self._conn.execute("ROLLBACK")
             raise
         return counts, unacked
+
+    def _oldest(self, kinds: tuple[str, ...], acked: int, limit: int) -> list[tuple[int, int]]:
+        """``(seq, kind)`` of up to ``limit`` records of ``kinds`` to evict: acknowledged
+        before unacknowledged, then oldest data time first. Each query walks an age index
+        (readings: the natural key; events and statistics: their own) and stops at
+        ``limit``, so a large log is never sorted whole."""
+        codes = ", ".join(str(KIND_CODES[kind]) for kind in kinds)
+        found: list[tuple[bool, int, int, int]] = []
+        for acked_part in ("seq <= ?", "seq > ?"):
+            for index, readings in (
+                ("readings_natural_key", "type = 0"),
+                ("records_other_age", "type != 0"),
+            ):
+                found += [
+                    (acked_part == "seq > ?", data_ts, seq, kind)
+                    for data_ts, seq, kind in self._conn.execute(
+                        f"SELECT data_ts, seq, kind FROM records INDEXED BY {index} "
+                        f"WHERE {readings} AND data_ts IS NOT NULL AND kind IN ({codes}) "
+                        f"AND {acked_part} ORDER BY data_ts, seq LIMIT ?",
+                        (acked, limit),
+                    )
+                ]
+            if len(found) >= limit:
+                break  # enough acknowledged ones: the unacknowledged stay
+        found.sort()
+        return [(seq, kind) for _, _, seq, kind in found[:limit]]
 
     def enforce_quota(self) -> dict[str, int]:
         """Evict by priority until the file fits the quota; returns what was evicted per kind.
