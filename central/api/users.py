@@ -170,28 +170,42 @@ def _check_scope(scope: Scope) -> Scope:
     return scope
 
 
-def _load_scope(conn: Connection, user_id: int) -> Scope:
+def _load_scopes(conn: Connection, user_ids: list[int]) -> dict[int, Scope]:
+    """The scopes of several users in one query (users without rows see everything)."""
+    found: dict[int, tuple[set[str], set[str]]] = {user_id: (set(), set()) for user_id in user_ids}
     rows = conn.execute(
-        select(user_scopes.c.kind, user_scopes.c.value).where(user_scopes.c.user_id == user_id)
+        select(user_scopes.c.user_id, user_scopes.c.kind, user_scopes.c.value).where(
+            user_scopes.c.user_id.in_(user_ids)
+        )
     ).all()
-    return Scope(
-        gateways=frozenset(value for kind, value in rows if kind == "gateway"),
-        areas=frozenset(value for kind, value in rows if kind == "transformer_area"),
-    )
+    for user_id, kind, value in rows:
+        found[user_id][0 if kind == "gateway" else 1].add(value)
+    return {
+        user_id: Scope(frozenset(gateways), frozenset(areas))
+        for user_id, (gateways, areas) in found.items()
+    }
+
+
+def _users(conn: Connection, rows: list[Any]) -> list[User]:
+    scopes = _load_scopes(conn, [row.id for row in rows])
+    return [
+        User(
+            id=row.id,
+            name=row.name,
+            kind=row.kind,
+            role=row.role,
+            disabled=bool(row.disabled),
+            scope=scopes[row.id],
+            created_at=row.created_at,
+            created_by=row.created_by,
+            updated_at=row.updated_at,
+        )
+        for row in rows
+    ]
 
 
 def _user(conn: Connection, row: Any) -> User:
-    return User(
-        id=row.id,
-        name=row.name,
-        kind=row.kind,
-        role=row.role,
-        disabled=bool(row.disabled),
-        scope=_load_scope(conn, row.id),
-        created_at=row.created_at,
-        created_by=row.created_by,
-        updated_at=row.updated_at,
-    )
+    return _users(conn, [row])[0]
 
 
 def _write_scope(conn: Connection, user_id: int, scope: Scope) -> None:
@@ -272,7 +286,7 @@ def list_users(conn: Connection, *, after: str | None = None, limit: int = 100) 
     query = select(users).order_by(users.c.name).limit(limit)
     if after is not None:
         query = query.where(users.c.name > after)
-    return [_user(conn, row) for row in conn.execute(query).all()]
+    return _users(conn, list(conn.execute(query).all()))
 
 
 def update_user(
