@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.tasks import Ledger, SuccessStats
+from edge_agent.tasks.ledger import LedgerFormatError
 
 # 2026-01-10 00:00 Shanghai = the freeze that closes Jan 9
 SLOT = datetime(2026, 1, 9, 16, 0, tzinfo=UTC)
@@ -177,3 +178,107 @@ def test_forget_drops_only_an_expected_slot(ledger: Ledger) -> None:
     ledger.forget("curve", "m1", SLOT)
     ledger.forget("curve", "m2", SLOT)
     assert [(s.meter, s.state) for s in ledger.slots()] == [("m2", "got")]
+
+
+# -- the previous version's ledger file -------------------------------------------------
+
+V0_SLOTS = """
+CREATE TABLE slots (
+    task TEXT NOT NULL, meter TEXT NOT NULL, slot TEXT NOT NULL, day TEXT NOT NULL,
+    bus TEXT NOT NULL DEFAULT '', state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL DEFAULT 0, source TEXT NOT NULL DEFAULT '',
+    expected_at TEXT NOT NULL, updated_at TEXT NOT NULL, got_at TEXT,
+    PRIMARY KEY (task, meter, slot)
+) WITHOUT ROWID, STRICT;
+CREATE INDEX slots_by_state ON slots (state, slot);
+CREATE INDEX slots_by_day ON slots (day, task);
+CREATE TABLE task_state (
+    task TEXT PRIMARY KEY, last_slot TEXT, last_run_at TEXT, detail TEXT NOT NULL DEFAULT '{}'
+) STRICT;
+CREATE TABLE event_marks (
+    meter TEXT NOT NULL, kind TEXT NOT NULL, total INTEGER, last_start TEXT,
+    PRIMARY KEY (meter, kind)
+) STRICT;
+"""
+
+
+def v0_ledger(path: Path, days: int = 3) -> None:
+    """A ledger as the previous version wrote it: text columns, keyed meter first."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.executescript(V0_SLOTS)
+    for n in range(days):
+        slot = SLOT + timedelta(days=n)
+        text = slot.strftime("%Y-%m-%dT%H:%M:%SZ")
+        day = (date(2026, 1, 10) + timedelta(days=n)).isoformat()
+        at = (slot + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for meter in range(6):
+            bus = "b2" if meter % 2 else "b1"
+            state = "failed" if meter == 5 else "got"
+            db.execute(
+                "INSERT INTO slots VALUES ('daily_frozen', ?, ?, ?, ?, ?, ?, 1, 'scheduled', "
+                "?, ?, ?)",
+                (f"m{meter}", text, day, bus, state, "timeout" if meter == 5 else "", at, at,
+                 at if state == "got" else None),
+            )  # fmt: skip
+    db.execute("INSERT INTO task_state VALUES ('daily_frozen', ?, ?, '{}')", (SLOT_TEXT, SLOT_TEXT))
+    db.execute("INSERT INTO event_marks VALUES ('m1', 'power_down', 7, ?)", (SLOT_TEXT,))
+    db.close()
+
+
+SLOT_TEXT = SLOT.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_a_previous_version_ledger_is_converted_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge_agent.tasks import ledger as ledger_module
+
+    path = tmp_path / "ledger.db"
+    v0_ledger(path)
+    with pytest.raises(LedgerFormatError, match="start the agent once"):
+        Ledger(path, readonly=True)  # the CLI with the daemon down: a clear message
+    monkeypatch.setattr(ledger_module, "MIGRATION_CHUNK", 5)  # several chunks
+    with Ledger(path) as ledger:
+        assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (1,)
+        rows = ledger.slots()
+        assert len(rows) == 18
+        first = ledger.slot("daily_frozen", "m0", SLOT)
+        assert first is not None
+        assert (first.state, first.bus, first.day, first.source) == (
+            "got", "b1", date(2026, 1, 10), "scheduled",
+        )  # fmt: skip
+        assert first.got_at == SLOT + timedelta(minutes=5)
+        dead = ledger.meters("daily_frozen")["m5"]
+        assert (dead.consecutive_failures, dead.last_got_slot, dead.bus) == (3, None, "b2")
+        assert ledger.success(task="daily_frozen", day=date(2026, 1, 11)).got == 5
+        assert [s.meter for s in ledger.slots(state="failed")] == ["m5"] * 3
+        assert ledger.days() == [date(2026, 1, 10), date(2026, 1, 11), date(2026, 1, 12)]
+        # what the collector must remember across restarts came through untouched
+        assert ledger.last_slot("daily_frozen") == SLOT
+        assert ledger.event_mark("m1", "power_down") == (7, SLOT)
+        # meters were numbered bus by bus (b1's first), so a bus cycle's rows sit together
+        numbers = dict(ledger._db.execute("SELECT meter, mid FROM meters"))
+        assert sorted(numbers, key=numbers.__getitem__) == ["m0", "m2", "m4", "m1", "m3", "m5"]
+        ledger.got("daily_frozen", "m5", SLOT, source="backfill")
+        assert ledger.meters("daily_frozen")["m5"].consecutive_failures == 2
+    reader = Ledger(path, readonly=True)
+    assert reader.success(task="daily_frozen").got == 16
+    reader.close()
+
+
+def test_meters_are_numbered_in_the_order_given(ledger: Ledger) -> None:
+    assert ledger.register_meters([("m9", "b1"), ("m1", "b1"), ("m5", "b2")]) == 3
+    assert ledger.register_meters([("m1", "b1"), ("m7", "b2")]) == 1
+    numbers = dict(ledger._db.execute("SELECT meter, mid FROM meters"))
+    assert sorted(numbers, key=numbers.__getitem__) == ["m9", "m1", "m5", "m7"]
+    ledger.got("daily_frozen", "m1", SLOT, bus="b1")
+    assert ledger.slot("daily_frozen", "m1", SLOT).bus == "b1"  # type: ignore[union-attr]
+
+
+def test_a_rolled_back_transaction_forgets_the_numbers_it_gave(ledger: Ledger) -> None:
+    with pytest.raises(RuntimeError), ledger.transaction():
+        ledger.got("daily_frozen", "new", SLOT, bus="b9")
+        raise RuntimeError("cycle aborted")
+    ledger.got("daily_frozen", "new", SLOT, bus="b9")  # numbered again, in a committed one
+    assert ledger.slot("daily_frozen", "new", SLOT).bus == "b9"  # type: ignore[union-attr]

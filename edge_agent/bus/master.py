@@ -56,6 +56,7 @@ from shared_protocol.stream import Discarded
 __all__ = [
     "BusCounters",
     "BusMaster",
+    "FailedExchange",
     "MeterHealth",
     "Priority",
     "TimingPolicy",
@@ -159,6 +160,7 @@ class BusCounters:
     io_errors: int = 0
     reopens: int = 0
     busy_s: float = 0.0  # time the line spent on transactions
+    unkept_exchanges: int = 0  # failed exchanges dropped before the log took their frames
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -173,6 +175,24 @@ class TraceEntry:
     at: datetime  # UTC
     monotonic: float
     meter: str
+
+
+@dataclass(frozen=True)
+class FailedExchange:
+    """An exchange that went wrong (no answer, garbled bytes, a refusal, a retry, noise or
+    a wrong-address reply on the way), with its raw bytes: what the durable log keeps of
+    the line (edge-storage.md, raw frames). Successful exchanges stay in the trace ring."""
+
+    at: datetime  # UTC, when it reached the line
+    meter: str
+    note: str  # "outcome: detail (n attempts)"
+    tx: tuple[bytes, ...]  # one request per attempt
+    rx: bytes  # everything received meanwhile
+    duration_s: float
+
+
+#: Failed exchanges a master holds until the collector's next commit takes them.
+FAILED_KEPT: Final = 1024
 
 
 @dataclass(frozen=True)
@@ -262,6 +282,7 @@ class BusMaster:
         # raw runs as (direction, bytes, wall clock, monotonic, meter); formatted into
         # TraceEntry only when asked for (:meth:`trace`), not on every read
         self._trace: deque[tuple[str, bytes, float, float, str]] = deque(maxlen=trace_size)
+        self._failed_exchanges: deque[FailedExchange] = deque()
         self._health: dict[str, MeterHealth] = {}
         self._line = line or Line(config, on_bytes=self._on_bytes)
         if line is not None:
@@ -387,6 +408,22 @@ class BusMaster:
         health = self._health.pop(meter, None)
         if health and health.quarantined:
             self.counters.quarantined_meters -= 1
+
+    def take_failed(self) -> list[FailedExchange]:
+        """The failed exchanges since the last call, oldest first (thread-safe): the
+        collector writes their frames in its next commit."""
+        taken: list[FailedExchange] = []
+        while True:
+            try:
+                taken.append(self._failed_exchanges.popleft())
+            except IndexError:
+                return taken
+
+    def _keep_failed(self, exchange: FailedExchange) -> None:
+        if len(self._failed_exchanges) >= FAILED_KEPT:
+            self._failed_exchanges.popleft()
+            self.counters.unkept_exchanges += 1
+        self._failed_exchanges.append(exchange)
 
     def trace(self, meter: str | None = None) -> list[TraceEntry]:
         """The recent raw frames, oldest first (only ``meter``'s when given)."""
@@ -537,8 +574,22 @@ class BusMaster:
                 break
             self.counters.retries += 1
         self._current_meter = ""
-        rx_hex = bytes(self._rx_log).hex(" ").upper()
+        received = bytes(self._rx_log)
+        rx_hex = received.hex(" ").upper()
         duration = time.monotonic() - start
+        clean = attempt == 1 and not (wrong or noise or flushed or config.echo)
+        if final is None or final.outcome is not Outcome.OK or not clean:
+            outcome = last_outcome if final is None else final.outcome
+            detail = "no reply" if last_outcome is Outcome.TIMEOUT else "only garbled replies"
+            detail = detail if final is None else final.detail
+            extras = [f"{attempt} attempts"] if attempt > 1 else []
+            extras += [f"{noise} noise bytes"] if noise else []
+            extras += [f"{wrong} wrong-address replies"] if wrong else []
+            note = f"{outcome.value}: {detail}" + (f" ({', '.join(extras)})" if extras else "")
+            requests = (transaction.request,) * attempt
+            self._keep_failed(
+                FailedExchange(started_at, transaction.meter, note, requests, received, duration)
+            )
         if final is None:
             if health is not None:
                 self._failed(transaction.meter, health)
@@ -557,7 +608,6 @@ class BusMaster:
             )
         if health is not None:
             self._answered(health, latency)
-        clean = attempt == 1 and not (wrong or noise or flushed or config.echo)
         if clean and final.outcome is Outcome.OK:
             self._learn_size(transaction, health)
         if final.outcome is Outcome.ABNORMAL:
