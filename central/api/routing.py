@@ -19,12 +19,13 @@ import binascii
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Final, Generic, TypeVar
 
+import annotated_types
 from fastapi import APIRouter, Depends, FastAPI, Query
 from fastapi.params import Depends as DependsParam
-from pydantic import BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from central.api.deps import RoleCheck, authorize_objects
 from central.api.errors import ErrorResponse, Invalid
@@ -33,11 +34,15 @@ from central.db.auth_tables import ROLES
 __all__ = [
     "ALL_ROLES",
     "API_PREFIX",
+    "EARLIEST",
+    "LATEST",
     "MAX_LIMIT",
     "PUBLIC",
     "After",
     "ApiRouter",
+    "Day",
     "Limit",
+    "Moment",
     "Page",
     "PublicModel",
     "RouteEntry",
@@ -56,6 +61,20 @@ PUBLIC: Final = frozenset({"public"})
 ALL_ROLES: Final = frozenset(ROLES)
 MAX_LIMIT: Final = 500
 DEFAULT_LIMIT: Final = 100
+
+#: Times and days a request may name. Outside them a date is no meter's and the arithmetic
+#: of time zones overflows (year 1 minus eight hours): 422, never a 500.
+EARLIEST: Final = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST: Final = datetime(2100, 1, 1, tzinfo=UTC)
+FIRST_DAY: Final = date(1970, 1, 2)
+LAST_DAY: Final = date(2099, 12, 31)
+
+
+#: An aware time a request may name (query parameters: ``Annotated[Moment, Query(...)]``).
+Moment = Annotated[AwareDatetime, annotated_types.Interval(ge=EARLIEST, le=LATEST)]
+#: A local date a request may name.
+Day = Annotated[date, annotated_types.Interval(ge=FIRST_DAY, le=LAST_DAY)]
+
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"Items per page (1-{MAX_LIMIT}).")]
 After = Annotated[

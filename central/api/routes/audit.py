@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Query
-from pydantic import AwareDatetime
 
 from central import audit as library
 from central.api.deps import Conn
@@ -15,6 +14,7 @@ from central.api.routing import (
     After,
     ApiRouter,
     Limit,
+    Moment,
     Page,
     PublicModel,
     decode_cursor,
@@ -49,8 +49,10 @@ def list_audit(
     action: Annotated[str | None, Query(max_length=64, description="e.g. vee.resolve")] = None,
     object_type: Annotated[str | None, Query(max_length=32)] = None,
     object_id: Annotated[str | None, Query(max_length=200)] = None,
-    since: Annotated[AwareDatetime | None, Query(description="From (inclusive).")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="To (exclusive).")] = None,
+    since: Annotated[
+        Moment | None, Query(description="From (inclusive). With a time zone.")
+    ] = None,
+    until: Annotated[Moment | None, Query(description="To (exclusive). With a time zone.")] = None,
     limit: Limit = 100,
     after: After = None,
 ) -> Page[AuditEntryPublic]:

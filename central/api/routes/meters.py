@@ -8,7 +8,6 @@ from decimal import Decimal
 from typing import Annotated, Any, Final
 
 from fastapi import Query, Response
-from pydantic import AwareDatetime
 
 from central.api import queries
 from central.api.deps import Conn, CurrentUser
@@ -19,6 +18,7 @@ from central.api.routing import (
     After,
     ApiRouter,
     Limit,
+    Moment,
     Page,
     PublicModel,
     cursor_time,
@@ -146,8 +146,8 @@ def series(
     obis: Annotated[
         str, Query(min_length=1, max_length=32, description="Quantity, e.g. 1-0:1.8.0")
     ],
-    start: Annotated[AwareDatetime, Query(description="From (inclusive), with a time zone.")],
-    end: Annotated[AwareDatetime, Query(description="To (exclusive), with a time zone.")],
+    start: Annotated[Moment, Query(description="From (inclusive). With a time zone.")],
+    end: Annotated[Moment, Query(description="To (exclusive). With a time zone.")],
     limit: Annotated[
         int,
         Query(

@@ -17,6 +17,7 @@ from central.api.routing import (
     API_PREFIX,
     After,
     ApiRouter,
+    Day,
     Limit,
     Page,
     PublicModel,
@@ -34,7 +35,7 @@ READINESS_ROLES = frozenset({"collection_om", "billing", "supervisor", "read_onl
 
 GatewayFilter = Annotated[str | None, Query(max_length=64, description="Only this gateway.")]
 AreaFilter = Annotated[str | None, Query(max_length=64, description="Only this transformer area.")]
-Day = Annotated[dt.date, Query(description="The reading day (local date), e.g. 2026-12-01.")]
+DayQuery = Annotated[Day, Query(description="The reading day (local date), e.g. 2026-12-01.")]
 
 
 class FigurePublic(PublicModel):
@@ -144,7 +145,7 @@ def _remedies(remedies: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def figures(
     api: Api,
     conn: Conn,
-    day: Day,
+    day: DayQuery,
     by: Literal["total", "gateway", "area", "meter"] = "total",
     gateway: GatewayFilter = None,
     area: AreaFilter = None,
@@ -163,7 +164,7 @@ def figures(
 def worklist(
     api: Api,
     conn: Conn,
-    day: Day,
+    day: DayQuery,
     gateway: GatewayFilter = None,
     area: AreaFilter = None,
     limit: Limit = 100,
@@ -196,7 +197,7 @@ def worklist(
 def readiness(
     api: Api,
     conn: Conn,
-    reading_day: Annotated[dt.date, Query(description="The reading day to check.")],
+    reading_day: Annotated[Day, Query(description="The reading day to check (local date).")],
     gateway: GatewayFilter = None,
     area: AreaFilter = None,
 ) -> ReadinessPublic:

@@ -8,7 +8,6 @@ from decimal import Decimal
 from typing import Annotated
 
 from fastapi import Query
-from pydantic import AwareDatetime
 
 from central.api import queries
 from central.api.deps import Conn, CurrentUser
@@ -18,6 +17,7 @@ from central.api.routing import (
     After,
     ApiRouter,
     Limit,
+    Moment,
     Page,
     PublicModel,
     cursor_time,
@@ -61,8 +61,10 @@ def list_readings(
             description=f"VEE outcome; `{queries.PENDING}` = not validated yet.",
         ),
     ] = None,
-    start: Annotated[AwareDatetime | None, Query(description="From (inclusive).")] = None,
-    end: Annotated[AwareDatetime | None, Query(description="To (exclusive).")] = None,
+    start: Annotated[
+        Moment | None, Query(description="From (inclusive). With a time zone.")
+    ] = None,
+    end: Annotated[Moment | None, Query(description="To (exclusive). With a time zone.")] = None,
     limit: Limit = 100,
     after: After = None,
 ) -> Page[ReadingPublic]:

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
 from central.api import services
 from central.api.deps import AuditLog, Conn, CurrentUser
@@ -18,6 +18,7 @@ from central.api.routing import (
     After,
     ApiRouter,
     Limit,
+    Moment,
     Page,
     PublicModel,
     WriteModel,
@@ -108,8 +109,12 @@ def list_exceptions(
     meter: Annotated[str | None, Query(max_length=64)] = None,
     rule: Annotated[str | None, Query(max_length=8, description="e.g. V4")] = None,
     status: Literal["open", "resolved", "overridden"] | None = None,
-    since: Annotated[AwareDatetime | None, Query(description="Data time from.")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="Data time to.")] = None,
+    since: Annotated[
+        Moment | None, Query(description="Data time from (inclusive). With a time zone.")
+    ] = None,
+    until: Annotated[
+        Moment | None, Query(description="Data time to (exclusive). With a time zone.")
+    ] = None,
     limit: Limit = 100,
     after: After = None,
 ) -> Page[VeeExceptionPublic]:
