@@ -84,6 +84,8 @@ logger = logging.getLogger("edge_agent")
 SIGNAL_POLL_S = 0.2  # the main loop's longest wait: how late a stop signal can be seen
 STOP_GRACE_S = 2.0  # on SIGTERM, how long a running pass may go on (systemd stop < 5 s)
 TICK_S = 1.0  # scheduler idle wait: event-driven otherwise, never a busy loop (edge.md D8)
+#: How often the log's retention rules run (acknowledged records past their age go).
+RETENTION_EVERY_S = 3600.0
 _OBIS_RE = re.compile(r"^\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3}$")
 
 
@@ -518,6 +520,7 @@ class Agent:
         self._scheduler_ready = threading.Event()
         self._heartbeat = time.monotonic()
         self._opened = False
+        self._next_retention = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -679,11 +682,27 @@ class Agent:
                     except Exception as exc:
                         if not self._stop.is_set():
                             self._task_failed("run_due", exc)
+                self._retain()
                 self._wait_for_work()
         finally:
             self._scheduler_ready.set()
             self._cancel_jobs()
             archive.close()
+
+    def _retain(self) -> None:
+        """Apply the log's retention rules once an hour (the first time at start). Time is
+        the collector's clock (the simulator's in a demo), else the wall clock."""
+        if self.log is None or time.monotonic() < self._next_retention:
+            return
+        self._next_retention = time.monotonic() + RETENTION_EVERY_S
+        now = getattr(self.collector, "now", None)
+        try:
+            deleted = self.log.apply_retention(now() if callable(now) else datetime.now(UTC))
+        except Exception as exc:
+            self._task_failed("retention", exc)
+            return
+        if any(deleted.values()):
+            logger.info("retention: %s", {k: v for k, v in deleted.items() if v})
 
     def _make_collector(self, archive: MeterArchive) -> Any:
         if self.collector_factory is not None:

@@ -257,3 +257,38 @@ def test_the_systemd_unit_example() -> None:
     assert settings["User"] == "meter2cash"
     assert settings["ReadWritePaths"] == "/var/lib/meter2cash"
     assert settings["ExecStart"].endswith(" run")
+
+
+def test_the_scheduler_applies_retention_once_an_hour_on_the_collectors_clock(
+    config: Path, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+    from decimal import Decimal
+    from types import SimpleNamespace
+
+    from edge_agent.store import EdgeLog
+
+    loaded = load_config(config)
+    agent = Agent(loaded, environ={})
+    log = EdgeLog(tmp_path / "retained.db")
+    freeze = datetime(2026, 1, 1, tzinfo=UTC)
+    with log.batch() as b:
+        for day in range(2):  # 40 and 39 days before the collector's "now"
+            b.add_reading(
+                "000000000011", "1-0:1.8.0", freeze + timedelta(days=day), Decimal(day),
+                "kWh", read_ts=freeze, source="scheduled", kind="daily",
+            )  # fmt: skip
+    log.acknowledge(1)  # only the first is stored on central
+    agent.log = log
+    agent.collector = SimpleNamespace(now=lambda: freeze + timedelta(days=40))
+    try:
+        agent._retain()
+        assert [r.seq for r in log.records_between(0, 10)] == [2]  # acked and old: gone
+        log.acknowledge(2)
+        agent._retain()  # within the hour: not again
+        assert [r.seq for r in log.records_between(0, 10)] == [2]
+        agent._next_retention = 0.0
+        agent._retain()
+        assert log.records_between(0, 10) == []
+    finally:
+        log.close()
