@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import stat
 from pathlib import Path
 
@@ -268,8 +269,10 @@ def test_every_command_help_has_an_example(path: tuple[str, ...]) -> None:
     result = CliRunner().invoke(cli, [*path, "--help"])
 
     assert result.exit_code == 0
-    assert "Example:" in result.output
-    assert "central" in result.output.split("Example:", 1)[1]
+    # "Example:", "Examples:" or "Example (what it is for):", then a `central` command line
+    found = re.search(r"Examples?(?: \([^)]*\))?:\n(.*)", result.output, re.S)
+    assert found is not None, result.output
+    assert "central" in found.group(1)
 
 
 # --- revocation -------------------------------------------------------------------------------
