@@ -42,7 +42,7 @@ from decimal import Decimal
 from itertools import chain, repeat
 from operator import itemgetter
 from sqlite3 import sqlite_version_info
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from sqlalchemy import Engine, and_, bindparam, delete, func, literal_column, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -284,7 +284,13 @@ _READING_COLUMNS: Final = (
 )
 _SEQ_INDEX: Final = _READING_COLUMNS.index("seq")
 _GATEWAY_INDEX: Final = _READING_COLUMNS.index("gateway")
-_STATUS_INDEX: Final = _READING_COLUMNS.index("vee_status")
+#: A prepared row holds every column but the last, ``vee_status``: the statement supplies
+#: it — NULL without VEE, a literal when a whole chunk has one status (the usual case, no
+#: per-row copy), else a parameter per row.
+_ROW_WIDTH: Final = len(_READING_COLUMNS) - 1
+assert _READING_COLUMNS[_ROW_WIDTH] == "vee_status"
+#: Statuses the store may write as SQL literals (``central.vee.Status`` values).
+_STATUS_LITERALS: Final = {status: f"'{status}'" for status in ("valid", "flagged", "failed")}
 _PG_ARRAY_TYPES: Final = {
     "meter": "varchar",
     "obis": "varchar",
@@ -620,8 +626,9 @@ class IngestStore:
             # pages touched on SQLite), and two PostgreSQL transactions touching the same
             # keys lock them in the same order, so they cannot deadlock on each other. A
             # row starts with its key and keys are unique here, so tuple order is key order.
-            rows_in_key_order, mark = self._validate(conn, sorted(by_key.values()))
-            returned = self._store_readings(conn, rows_in_key_order)
+            rows_in_key_order = sorted(by_key.values())
+            statuses, mark = self._validate(conn, rows_in_key_order)
+            returned = self._store_readings(conn, rows_in_key_order, statuses)
             if mark is not None and returned is not None:
                 self._settle_validation(conn, rows_in_key_order, returned, mark)
             owners = _owners(kept)
@@ -749,17 +756,16 @@ class IngestStore:
 
     def _validate(
         self, conn: Connection, rows: list[tuple[Any, ...]]
-    ) -> tuple[list[tuple[Any, ...]], int | None]:
-        """``rows`` with their ``vee_status`` — the in-line VEE's outcome, whose
-        exceptions it inserts through ``conn``; NULL when VEE is off. Also the highest
-        exception id before this pass (None when VEE did not run), for
-        :meth:`_settle_validation`."""
+    ) -> tuple[list[str] | None, int | None]:
+        """Each row's ``vee_status`` — the in-line VEE's outcome, whose exceptions it
+        inserts through ``conn`` — or None when VEE is off (stored as NULL: waiting for
+        validation). Also the highest exception id before this pass (None when VEE did not
+        run), for :meth:`_settle_validation`."""
         if self.validator is None or not rows:
-            return rows, None
+            return None, None
         mark = conn.execute(select(func.coalesce(func.max(vee_exceptions.c.id), 0))).scalar()
         statuses = self.validator.validate(conn, _vee_view(rows, self._dialect == "sqlite"))
-        without_status = map(itemgetter(slice(0, _STATUS_INDEX)), rows)
-        return list(map(tuple.__add__, without_status, zip(statuses, strict=True))), int(mark or 0)
+        return statuses, int(mark or 0)
 
     def _settle_validation(
         self,
@@ -816,51 +822,53 @@ class IngestStore:
         return sql.replace(group, "{values}")
 
     def _store_readings(
-        self, conn: Connection, rows: list[tuple[Any, ...]]
+        self, conn: Connection, rows: list[tuple[Any, ...]], statuses: list[str] | None
     ) -> list[tuple[str, int, int]] | None:
-        """Upsert ``rows``; (gateway, seq, corrections) of each row inserted or corrected —
-        or None when every row went in new (SQLite's usual case, counted without a list)."""
+        """Upsert ``rows`` with their ``statuses``; (gateway, seq, corrections) of each row
+        inserted or corrected — or None when every row went in new (SQLite's usual case,
+        counted without a list)."""
         returned: list[tuple[str, int, int]] = []
         if not rows:
             return returned
-        if self._dialect == "sqlite":
-            width = len(_READING_COLUMNS)
-            group = "(" + ", ".join(["?"] * width) + ")"
-            per_statement = _SQLITE_MAX_VARIABLES // width
-            # The driver's own cursor, inside this transaction: its rows are plain tuples.
-            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            all_new = True
-            try:
-                for start in range(0, len(rows), per_statement):
-                    chunk = rows[start : start + per_statement]
-                    values = ", ".join([group] * len(chunk))
-                    params = tuple(chain.from_iterable(chunk))
-                    # New keys are the rule: insert them with one step of the statement and
-                    # count them from rowcount. A RETURNING row per reading would cost a step
-                    # each, and the sqlite3 module releases the GIL around every step — with
-                    # the verify thread running, each reacquisition can wait a switch
-                    # interval (the convoy that kept the pipeline far below the store alone).
-                    cursor.execute(self._insert_new_readings.format(values=values), params)
-                    if cursor.rowcount == len(chunk):
-                        if not all_new:
-                            returned.extend((r[_GATEWAY_INDEX], r[_SEQ_INDEX], 0) for r in chunk)
-                        continue
-                    if all_new:  # the chunks before were all new: list them now
-                        all_new = False
-                        returned.extend((r[_GATEWAY_INDEX], r[_SEQ_INDEX], 0) for r in rows[:start])
-                    returned.extend(self._settle_conflicts(cursor, chunk))
-            finally:
-                cursor.close()
-            if all_new:
-                return None
-        else:
-            columns = tuple(list(column) for column in zip(*rows, strict=True))
-            result = conn.exec_driver_sql(self._upsert_readings, columns)
+        if self._dialect != "sqlite":
+            columns = [list(column) for column in zip(*rows, strict=True)]
+            columns.append(list(statuses) if statuses is not None else [None] * len(rows))
+            result = conn.exec_driver_sql(self._upsert_readings, tuple(columns))
             returned.extend(tuple(r) for r in result.all())
-        return returned
+            return returned
+        per_statement = _SQLITE_MAX_VARIABLES // len(_READING_COLUMNS)
+        # The driver's own cursor, inside this transaction: its rows are plain tuples.
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        all_new = True
+        try:
+            for start in range(0, len(rows), per_statement):
+                chunk = rows[start : start + per_statement]
+                chunk_statuses = (
+                    None if statuses is None else statuses[start : start + per_statement]
+                )
+                status_sql, params = _chunk_params(chunk, chunk_statuses)
+                group = _row_group(status_sql)
+                # New keys are the rule: insert them with one step of the statement and
+                # count them from rowcount. A RETURNING row per reading would cost a step
+                # each, and the sqlite3 module releases the GIL around every step — with
+                # the verify thread running, each reacquisition can wait a switch
+                # interval (the convoy that kept the pipeline far below the store alone).
+                values = ", ".join([group] * len(chunk))
+                cursor.execute(self._insert_new_readings.format(values=values), params)
+                if cursor.rowcount == len(chunk):
+                    if not all_new:
+                        returned.extend((r[_GATEWAY_INDEX], r[_SEQ_INDEX], 0) for r in chunk)
+                    continue
+                if all_new:  # the chunks before were all new: list them now
+                    all_new = False
+                    returned.extend((r[_GATEWAY_INDEX], r[_SEQ_INDEX], 0) for r in rows[:start])
+                returned.extend(self._settle_conflicts(cursor, chunk, chunk_statuses))
+        finally:
+            cursor.close()
+        return None if all_new else returned
 
     def _settle_conflicts(
-        self, cursor: Any, chunk: list[tuple[Any, ...]]
+        self, cursor: Any, chunk: list[tuple[Any, ...]], statuses: list[str] | None
     ) -> list[tuple[str, int, int]]:
         """SQLite, after the insert skipped some keys of ``chunk``: which rows went in just
         now, and the upsert (higher seq wins, RETURNING) for the others."""
@@ -883,11 +891,13 @@ class IngestStore:
             return stored.get(row[:3]) == (row[_GATEWAY_INDEX], row[_SEQ_INDEX])
 
         returned = [(row[_GATEWAY_INDEX], row[_SEQ_INDEX], 0) for row in chunk if stored_now(row)]
-        others = [row for row in chunk if not stored_now(row)]
+        others = [
+            (*row, None if statuses is None else statuses[i])
+            for i, row in enumerate(chunk)
+            if not stored_now(row)
+        ]
         if others:
-            width = len(_READING_COLUMNS)
-            group = "(" + ", ".join(["?"] * width) + ")"
-            sql = self._upsert_readings.format(values=", ".join([group] * len(others)))
+            sql = self._upsert_readings.format(values=", ".join([_row_group("?")] * len(others)))
             returned.extend(cursor.execute(sql, tuple(chain.from_iterable(others))))
         return returned
 
@@ -1114,7 +1124,6 @@ def _reading_rows(
                 moment(r.read_at),
                 received,
                 0,
-                None,  # vee_status: set by the in-line VEE, if any
             )
         except ValueError as exc:
             raise InvalidBatchError(f"reading seq {r.seq} ({r.meter} {r.obis}): {exc}") from None
@@ -1253,7 +1262,6 @@ def _prepare_record_batch(batch: RecordBatch, sqlite_form: bool) -> _PreparedBat
             read_at,
             received,
             0,
-            None,  # vee_status: set by the in-line VEE, if any
         )
     events: list[dict[str, Any]] = []
     statistics_: list[dict[str, Any]] = []
@@ -1337,7 +1345,6 @@ def _prepare_columns(batch: ColumnarBatch, sqlite_form: bool) -> _PreparedBatch:
         [moments[text] for text in batch.read_at],
         repeat(received),
         repeat(0),
-        repeat(None),  # vee_status
         strict=False,  # the repeats are endless; every column has the same length
     )
     # Seqs rise, so a later version of a key (a correction) replaces an earlier one.
@@ -1354,32 +1361,36 @@ def _prepare_columns(batch: ColumnarBatch, sqlite_form: bool) -> _PreparedBatch:
     )
 
 
-class _VeeReading(NamedTuple):
-    """A row as the in-line VEE reads a reading (``central.vee.inline.ReadingInput``)."""
+class _VeeReading(tuple):  # type: ignore[type-arg]
+    """A row as the in-line VEE reads a reading (``central.vee.inline.ReadingInput``).
 
-    meter: str
-    obis: str
-    time: datetime
-    value: Decimal
-    unit: str | None
-    kind: str
-    source: str
-    quality: str
-    read_at: datetime
+    A tuple with fields read through ``itemgetter`` properties: building one is C work
+    (``NamedTuple``'s Python ``__new__`` cost more than the validator's own pass)."""
+
+    __slots__ = ()
+    meter = property(itemgetter(0))
+    obis = property(itemgetter(1))
+    time = property(itemgetter(2))
+    value = property(itemgetter(3))
+    unit = property(itemgetter(4))
+    kind = property(itemgetter(5))
+    source = property(itemgetter(6))
+    quality = property(itemgetter(7))
+    read_at = property(itemgetter(8))
 
 
 def _vee_view(rows: list[tuple[Any, ...]], sqlite_form: bool) -> list[_VeeReading]:
     """The rows (driver form) as readings for VEE: one datetime object per distinct time."""
+    view = _VeeReading
     if not sqlite_form:
-        return [_VeeReading(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[10]) for r in rows]
+        return [view((r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[10])) for r in rows]
     moments: dict[int, datetime] = {}
     for micros in {*map(itemgetter(2), rows), *map(itemgetter(10), rows)}:
         moments[micros] = from_utc_micros(micros)
+    at = moments.__getitem__
+    decimal = Decimal
     return [
-        _VeeReading(
-            r[0], r[1], moments[r[2]], Decimal(r[3]), r[4], r[5], r[6], r[7], moments[r[10]]
-        )
-        for r in rows
+        view((r[0], r[1], at(r[2]), decimal(r[3]), r[4], r[5], r[6], r[7], at(r[10]))) for r in rows
     ]
 
 
@@ -1395,6 +1406,25 @@ def _stored_value(text: str, seq: int, sqlite_form: bool) -> Any:
     except ValueError as exc:
         raise InvalidBatchError(f"reading seq {seq}: {exc}") from None
     return format(value, "f") if sqlite_form else value
+
+
+def _row_group(status_sql: str) -> str:
+    """One row's VALUES group on SQLite: a parameter per prepared column, then the status."""
+    return "(" + "?, " * _ROW_WIDTH + status_sql + ")"
+
+
+def _chunk_params(
+    chunk: list[tuple[Any, ...]], statuses: list[str] | None
+) -> tuple[str, tuple[Any, ...]]:
+    """The status's SQL in the chunk's VALUES groups, and the parameters: NULL without VEE,
+    a literal when the whole chunk has one known status, else one parameter per row."""
+    if statuses is None:
+        return "NULL", tuple(chain.from_iterable(chunk))
+    first = statuses[0]
+    literal = _STATUS_LITERALS.get(first)
+    if literal is not None and statuses.count(first) == len(statuses):
+        return literal, tuple(chain.from_iterable(chunk))
+    return "?", tuple(chain.from_iterable(map(tuple.__add__, chunk, zip(statuses, strict=True))))
 
 
 def _owners(
