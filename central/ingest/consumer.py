@@ -41,6 +41,7 @@ The path of a batch::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import ssl
@@ -61,7 +62,12 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqlalchemy.exc import SQLAlchemyError
 
-from central.ingest.store import IngestStore, InvalidBatchError, UnknownGatewayError
+from central.ingest.store import (
+    IngestStore,
+    InvalidBatchError,
+    PreparedBatch,
+    UnknownGatewayError,
+)
 from shared_protocol.errors import ProtocolError
 from shared_protocol.wire import (
     CENTRAL_STATE,
@@ -217,6 +223,7 @@ class _Delivery:
 class _Outcome:
     delivery: _Delivery
     batch: RecordBatch | ColumnarBatch | None = None
+    prepared: PreparedBatch | None = None  # the batch as rows, made on the verify thread
     reply: Ack | Nack | None = None
 
 
@@ -546,6 +553,10 @@ class IngestConsumer:
             if not isinstance(batch, RecordBatch | ColumnarBatch):  # topic= guarantees it
                 raise TypeError(f"{type(batch).__name__} on a batch topic")
             outcome.batch = batch
+            # Rows (and VEE's view of them) are made here, in parallel with the writer.
+            # A batch the store cannot take is left for the store stage to refuse.
+            with contextlib.suppress(InvalidBatchError):
+                outcome.prepared = self.store.prepare(batch)
         except ProtocolError as error:
             outcome.reply = self._reject(message.topic, message.payload, error)
         finally:
@@ -553,7 +564,7 @@ class IngestConsumer:
         return outcome
 
     def _apply(self, outcomes: list[_Outcome]) -> None:
-        batches = [o.batch for o in outcomes if o.batch is not None]
+        batches = [o.prepared or o.batch for o in outcomes if o.batch is not None]
         started = time.perf_counter()
         try:
             results = self._apply_with_retry(batches)
@@ -597,7 +608,9 @@ class IngestConsumer:
         self._count(nacks=1)
         log.warning("ingest %s: refused batch from %s: %s", self.consumer_id, batch.gateway, detail)
 
-    def _apply_with_retry(self, batches: list[RecordBatch | ColumnarBatch]) -> list[Any]:
+    def _apply_with_retry(
+        self, batches: list[RecordBatch | ColumnarBatch | PreparedBatch]
+    ) -> list[Any]:
         try:
             return self.store.apply_batches(batches)
         except UnknownGatewayError:

@@ -9,6 +9,7 @@ files named one by one.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from central.db import make_engine, upgrade
@@ -81,6 +82,22 @@ def default_consumer_id() -> str:
     return f"ingest-{host}-{os.getpid()}"
 
 
+#: Allocations between young-generation collections while ingesting (CPython's default is
+#: 700): a 20 000-reading transaction allocates hundreds of thousands of short-lived tuples.
+GC_YOUNG_THRESHOLD: Final = 100_000
+
+
+def tune_garbage_collector() -> None:
+    """Set the cyclic GC for a long-running ingest process: what exists after start-up is
+    frozen (never scanned again) and collections run every 100 000 allocations, not 700.
+    With the defaults, full collections scanning the validator's register cache took 10 µs
+    a reading in one batch of three (docs/central-ingest.md). Ingestion makes almost no
+    reference cycles, so this costs little memory."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 50, 1000)
+
+
 def run_ingest(
     settings: Settings,
     broker: BrokerConfig,
@@ -115,6 +132,7 @@ def run_ingest(
         consumer = IngestConsumer(
             store, broker, consumer_id or default_consumer_id(), **consumer_options
         )
+        tune_garbage_collector()
 
         def report(event: str) -> None:
             if on_status is not None:

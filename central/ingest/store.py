@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import chain, repeat
@@ -84,6 +84,7 @@ __all__ = [
     "IngestStore",
     "InvalidBatchError",
     "MeterEntry",
+    "PreparedBatch",
     "ReadingLike",
     "StatisticLike",
     "StoredReading",
@@ -551,8 +552,19 @@ class IngestStore:
         batch = IncomingBatch(gateway, session, seq_from, seq_to, readings, events, statistics)
         return self.apply_batches([batch])[0]
 
+    def prepare(self, batch: IncomingBatch | RecordBatch | ColumnarBatch) -> PreparedBatch:
+        """``batch`` checked and turned into rows (and, with VEE, the readings as VEE reads
+        them) without touching the database: a consumer does this on its verify thread, so
+        the writer only writes. InvalidBatchError when it cannot be stored as sent."""
+        prepared = self._prepare(0, batch)
+        if self.validator is None or not prepared.readings:
+            return prepared
+        rows = list(prepared.readings.values())
+        views = _vee_view(rows, self._dialect == "sqlite")
+        return replace(prepared, views=dict(zip(map(_row_seq, rows), views, strict=True)))
+
     def apply_batches(
-        self, batches: Sequence[IncomingBatch | RecordBatch | ColumnarBatch]
+        self, batches: Sequence[IncomingBatch | RecordBatch | ColumnarBatch | PreparedBatch]
     ) -> list[ApplyResult]:
         """Store several batches (any gateways, any order, duplicates allowed) in ONE
         transaction: one commit — one fsync on SQLite — for all of them. A consumer hands
@@ -564,7 +576,10 @@ class IngestStore:
         A malformed batch raises :class:`InvalidBatchError` (naming its position) before
         anything is written; the consumer then applies the others one by one.
         """
-        prepared = [self._prepare(i, batch) for i, batch in enumerate(batches)]
+        prepared = [
+            batch if type(batch) is PreparedBatch else self._prepare(i, batch)
+            for i, batch in enumerate(batches)
+        ]
         if not prepared:
             return []
         try:
@@ -574,7 +589,7 @@ class IngestStore:
                 self.validator.invalidate()  # its cache may hold values never committed
             raise
 
-    def _apply_prepared(self, prepared: list[_PreparedBatch]) -> list[ApplyResult]:
+    def _apply_prepared(self, prepared: list[PreparedBatch]) -> list[ApplyResult]:
         results: list[ApplyResult] = []
         counts = [[0, 0] for _ in prepared]  # per batch: inserted, updated
         kept: list[tuple[int, str, dict[tuple[Any, ...], tuple[Any, ...]], list[Any]]] = []
@@ -627,7 +642,7 @@ class IngestStore:
             # keys lock them in the same order, so they cannot deadlock on each other. A
             # row starts with its key and keys are unique here, so tuple order is key order.
             rows_in_key_order = sorted(by_key.values())
-            statuses, mark = self._validate(conn, rows_in_key_order)
+            statuses, mark = self._validate(conn, rows_in_key_order, _views(kept, prepared))
             returned = self._store_readings(conn, rows_in_key_order, statuses)
             if mark is not None and returned is not None:
                 self._settle_validation(conn, rows_in_key_order, returned, mark)
@@ -755,7 +770,10 @@ class IngestStore:
         return f"{head} SELECT * FROM unnest({arrays}) ON CONFLICT{tail}"
 
     def _validate(
-        self, conn: Connection, rows: list[tuple[Any, ...]]
+        self,
+        conn: Connection,
+        rows: list[tuple[Any, ...]],
+        views: dict[str, dict[int, Any]] | None = None,
     ) -> tuple[list[str] | None, int | None]:
         """Each row's ``vee_status`` — the in-line VEE's outcome, whose exceptions it
         inserts through ``conn`` — or None when VEE is off (stored as NULL: waiting for
@@ -764,7 +782,14 @@ class IngestStore:
         if self.validator is None or not rows:
             return None, None
         mark = conn.execute(select(func.coalesce(func.max(vee_exceptions.c.id), 0))).scalar()
-        statuses = self.validator.validate(conn, _vee_view(rows, self._dialect == "sqlite"))
+        readings: list[Any] | None = None
+        if views:
+            readings = [views.get(row[_GATEWAY_INDEX], {}).get(row[_SEQ_INDEX]) for row in rows]
+            if None in readings:
+                readings = None  # a batch prepared without views: make them all here
+        if readings is None:
+            readings = _vee_view(rows, self._dialect == "sqlite")
+        statuses = self.validator.validate(conn, readings)
         return statuses, int(mark or 0)
 
     def _settle_validation(
@@ -962,8 +987,8 @@ class IngestStore:
         )
 
     def _prepare(
-        self, index: int, batch: IncomingBatch | RecordBatch | ColumnarBatch
-    ) -> _PreparedBatch:
+        self, index: int, batch: IncomingBatch | RecordBatch | ColumnarBatch | PreparedBatch
+    ) -> PreparedBatch:
         if type(batch) is ColumnarBatch:
             try:
                 return _prepare_columns(batch, self._dialect == "sqlite")
@@ -978,7 +1003,7 @@ class IngestStore:
                 raise InvalidBatchError(
                     f"batch {index} ({batch.gateway} {batch.seq_from}..{batch.seq_to}): {exc}"
                 ) from None
-        assert not isinstance(batch, ColumnarBatch)
+        assert not isinstance(batch, ColumnarBatch | PreparedBatch)
         if isinstance(batch, RecordBatch):
             records = batch.records
             batch = IncomingBatch(
@@ -1149,8 +1174,10 @@ class IncomingBatch:
 
 
 @dataclass(frozen=True, slots=True)
-class _PreparedBatch:
-    """A batch checked and turned into rows, before the transaction starts."""
+class PreparedBatch:
+    """A batch checked and turned into rows, before the transaction starts
+    (:meth:`IngestStore.prepare`). ``views``: each reading as the in-line VEE reads it, by
+    seq — made here when the store validates, so that work is off the writer's path."""
 
     gateway: str
     session: str | int | None
@@ -1160,16 +1187,17 @@ class _PreparedBatch:
     readings: dict[tuple[Any, ...], tuple[Any, ...]]  # natural key -> row (higher seq won)
     events: list[dict[str, Any]]
     statistics: list[dict[str, Any]]
+    views: dict[int, Any] | None = None
 
 
-def _prepare(batch: IncomingBatch, sqlite_form: bool) -> _PreparedBatch:
+def _prepare(batch: IncomingBatch, sqlite_form: bool) -> PreparedBatch:
     seq_from, seq_to = batch.seq_from, batch.seq_to
     if seq_from < 1 or seq_to < seq_from - 1:
         raise InvalidBatchError(f"bad seq range {seq_from}..{seq_to}")
     _check_seqs(seq_from, seq_to, batch.readings, batch.events, batch.statistics)
     received_at = _now()
     gateway = batch.gateway
-    return _PreparedBatch(
+    return PreparedBatch(
         gateway=gateway,
         session=batch.session,
         seq_from=seq_from,
@@ -1210,7 +1238,7 @@ _row_seq: Final = itemgetter(_SEQ_INDEX)
 _returned_corrections: Final = itemgetter(2)  # of (gateway, seq, corrections)
 
 
-def _prepare_record_batch(batch: RecordBatch, sqlite_form: bool) -> _PreparedBatch:
+def _prepare_record_batch(batch: RecordBatch, sqlite_form: bool) -> PreparedBatch:
     """:func:`_prepare` for a :class:`RecordBatch`, whose own checks make most of the store's
     redundant: its seqs rise strictly within ``seq_from..seq_to`` (so none repeats or
     falls outside), its times are aware UTC datetimes and its values finite Decimals. What
@@ -1290,7 +1318,7 @@ def _prepare_record_batch(batch: RecordBatch, sqlite_form: bool) -> _PreparedBat
                     "received_at": received_at,
                 }
             )
-    return _PreparedBatch(
+    return PreparedBatch(
         gateway=gateway,
         session=batch.session,
         seq_from=batch.seq_from,
@@ -1311,7 +1339,7 @@ _CANONICAL_DECIMAL: Final = re.compile(
 _canonical_match: Final = _CANONICAL_DECIMAL.fullmatch
 
 
-def _prepare_columns(batch: ColumnarBatch, sqlite_form: bool) -> _PreparedBatch:
+def _prepare_columns(batch: ColumnarBatch, sqlite_form: bool) -> PreparedBatch:
     """:func:`_prepare_record_batch` for a :class:`ColumnarBatch`: the readings' rows are
     built a column at a time (one conversion per distinct time, values passed through when
     their text is already the stored form), the hot path of ingestion."""
@@ -1349,7 +1377,7 @@ def _prepare_columns(batch: ColumnarBatch, sqlite_form: bool) -> _PreparedBatch:
     )
     # Seqs rise, so a later version of a key (a correction) replaces an earlier one.
     by_key = dict(zip(zip(batch.meter, batch.obis, times, strict=True), rows, strict=True))
-    return _PreparedBatch(
+    return PreparedBatch(
         gateway=gateway,
         session=batch.session,
         seq_from=batch.seq_from,
@@ -1425,6 +1453,22 @@ def _chunk_params(
     if literal is not None and statuses.count(first) == len(statuses):
         return literal, tuple(chain.from_iterable(chunk))
     return "?", tuple(chain.from_iterable(map(tuple.__add__, chunk, zip(statuses, strict=True))))
+
+
+def _views(
+    kept: list[tuple[int, str, dict[tuple[Any, ...], tuple[Any, ...]], list[Any]]],
+    prepared: list[PreparedBatch],
+) -> dict[str, dict[int, Any]] | None:
+    """gateway -> seq -> the VEE view made by :meth:`IngestStore.prepare` (None if none)."""
+    views: dict[str, dict[int, Any]] = {}
+    for index, gateway, rows, _ in kept:
+        if not rows:
+            continue
+        made = prepared[index].views
+        if made is None:
+            return None
+        views.setdefault(gateway, {}).update(made)
+    return views
 
 
 def _owners(
