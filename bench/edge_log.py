@@ -1,9 +1,10 @@
-"""Durable-log write throughput: group commit of N readings per transaction.
+"""Durable-log write throughput, and the flash a gateway's day writes.
 
     python bench/edge_log.py                 # table: batch 50 and batch 1
     python bench/edge_log.py --json
     python bench/edge_log.py --batch 50 --batch 200 --seconds 3
     python bench/edge_log.py --day           # bytes written in a simulated 2 040-meter day
+    python bench/edge_log.py --day --split   # … and how much of it is the log, the ledger
 
 Each transaction is what a bus cycle does: ``with log.batch()`` (BEGIN IMMEDIATE), N new
 readings (natural-key check, seq, insert), COMMIT with WAL and ``synchronous=FULL`` (one
@@ -12,20 +13,41 @@ so the disk under ``$TMPDIR``); on a gateway, run it on the eMMC/SD card, where 
 slower. Next to each figure, the same commits with bare ``sqlite3`` (no natural-key check,
 no seq, no validation, no index) measured in the same run: the ceiling this disk allows.
 Figures are the best of five runs of about ``--seconds / 5``, interleaved with the ceiling.
+
+``--day`` measures the flash-wear budget (edge.md D1.6, ≤ 50 MB a day at 2 040 meters with
+hourly curves) two ways; "written" is this process's ``write_bytes`` (``/proc/self/io``):
+
+* **agent**: the agent's own storage path for one day — the real ``Collector``,
+  ``Ledger`` and ``EdgeLog`` driven by ``run_due`` every five simulated minutes over
+  2 040 meters on 8 buses (meter ``n`` on bus ``n mod 8``: the buses' meters interleave,
+  the worst case for the keys), with stub drivers in place of the RS-485 lines: hourly
+  curves and events, the 00:05 daily freeze (10 values a meter), the 03:30 clock check,
+  1 % dead meters (a timeout per read, 补抄 retrying them hourly) and one exchange in 250
+  needing a retry — the frames of those failed exchanges go to the log. Each stub read
+  advances its bus's clock by the wire time it would take at 2 400 baud, so bus cycles
+  commit where they would. The uplink acknowledges and retention runs hourly.
+* **log only** (the model this page used before): two raw frames per meter read, one
+  daily and one curve reading per meter, one commit per bus and hour — the log alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
-from datetime import UTC, datetime, timedelta
+import time as time_module
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as time_of_day
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -154,6 +176,222 @@ def one_day(
     }
 
 
+class _BusClock(threading.local):
+    seconds = 0.0
+
+
+class _FakeTime:
+    """Simulated line time for the collector (its ``monotonic_time``): each bus thread's
+    stub reads advance that bus's own clock by the seconds a 2 400-baud line would take,
+    and the pass's clock is the furthest of them (the buses run side by side), so the
+    collection cycles (``CYCLE_SECONDS``) commit where they would on a gateway."""
+
+    def __init__(self) -> None:
+        self.line = _BusClock()
+        self._lock = threading.Lock()
+        self._furthest = 0.0
+
+    def advance(self, seconds: float) -> None:
+        self.line.seconds += seconds
+        with self._lock:
+            self._furthest = max(self._furthest, self.line.seconds)
+
+    def monotonic(self) -> float:
+        return self._furthest
+
+
+def agent_day(
+    directory: Path,
+    *,
+    meters: int = 2040,
+    buses: int = 8,
+    dead_share: float = 0.01,
+    retry_every: int = 250,
+    log_dir: Path | None = None,
+    ledger_dir: Path | None = None,
+) -> dict[str, float]:
+    """One simulated day of the agent's storage path (see the module docstring)."""
+    from edge_agent.archive import Meter, MeterArchive
+    from edge_agent.bus import Outcome, Transaction, TransactionResult
+    from edge_agent.config import (
+        BusConfig,
+        ClockCheckTask,
+        CurveTask,
+        DailyFrozenTask,
+        EdgeConfig,
+        EventTask,
+        GatewayConfig,
+        MonthlyFrozenTask,
+        TasksConfig,
+    )
+    from edge_agent.drivers import ClockReading, Dlt645Driver, MeterEvent, ReadFailed, Reading
+    from edge_agent.tasks import Collector, Ledger
+    from edge_agent.tasks import collector as collector_module
+
+    try:
+        from edge_agent.bus.master import FailedExchange
+    except ImportError:  # an agent that keeps no failed exchanges (before this change)
+        FailedExchange = None  # type: ignore[assignment,misc]
+
+    zone = "Asia/Shanghai"
+    start = datetime(2026, 1, 9, 16, 0, tzinfo=UTC)  # 2026-01-10 00:00 in Shanghai
+    now = [start]
+    fake = _FakeTime()
+    request = bytes.fromhex("FEFEFEFE68" + "11" * 6 + "681104333334333416")
+    reply = bytes.fromhex("FEFEFEFE68" + "11" * 6 + "689108333334333356341216")
+    dead = {f"{n:012d}" for n in range(0, meters, round(1 / dead_share))} if dead_share else set()
+    counter = itertools.count(1)
+    probed: dict[str, datetime] = {}
+
+    class StubMaster:
+        def __init__(self) -> None:
+            self.failed: list[Any] = []
+
+        def take_failed(self) -> list[Any]:
+            taken, self.failed = self.failed, []
+            return taken
+
+    masters = {f"rs485-{b}": StubMaster() for b in range(buses)}
+
+    class StubDriver(Dlt645Driver):
+        """The 645 driver's answers without a line: values from the meter number and time."""
+
+        def _exchange(self, meter: Meter, seconds: float) -> None:
+            master = masters[meter.bus]
+            if meter.key in dead:
+                # the bus master quarantines a silent meter: one probe (a timeout) an hour
+                # at most, the other reads end at once without touching the line
+                outcome = Outcome.QUARANTINED
+                if now[0] >= probed.get(meter.key, start):
+                    probed[meter.key] = now[0] + timedelta(hours=1)
+                    outcome = Outcome.TIMEOUT
+                    fake.advance(1.0)
+                    if FailedExchange is not None:
+                        note = "timeout: no reply"
+                        master.failed.append(
+                            FailedExchange(now[0], meter.key, note, (request,), b"", 1.0)
+                        )
+                result = TransactionResult(Transaction(meter.key, request, None), outcome)
+                raise ReadFailed(meter.key, "read", result)
+            fake.advance(seconds)
+            if next(counter) % retry_every == 0 and FailedExchange is not None:
+                note = "ok: (2 attempts, 3 noise bytes)"
+                master.failed.append(
+                    FailedExchange(now[0], meter.key, note, (request, request), reply, 0.5)
+                )
+
+        def read_daily_frozen(
+            self, meter: Meter, day: date, *, reverse: bool = True, priority: Any = None
+        ) -> list[Reading]:
+            self._exchange(meter, 1.2)  # date, freeze time, forward and reverse blocks
+            when = datetime.combine(day, time_of_day(0), tzinfo=ZoneInfo(zone)).astimezone(UTC)
+            base = Decimal(int(meter.key)) + Decimal(day.toordinal() % 1000)
+            return [
+                Reading(meter.key, f"1-0:{d}.8.{t}", base + t, "kWh", when, "daily")
+                for d in (1, 2)
+                for t in range(5)
+            ]
+
+        def read_curve(
+            self,
+            meter: Meter,
+            start: datetime,
+            count: int,
+            quantity: str = "1-0:16.7.0",
+            priority: Any = None,
+        ) -> list[Reading]:
+            self._exchange(meter, 0.35)
+            return [
+                Reading(meter.key, quantity, Decimal(start.hour) / 10, "kW",
+                        start + timedelta(minutes=15 * i), "curve")
+                for i in range(count)
+            ]  # fmt: skip
+
+        def read_events(
+            self,
+            meter: Meter,
+            kinds: Any = ("power_down", "cover_open"),
+            depth: int = 10,
+            known: Any = None,
+            priority: Any = None,
+        ) -> list[MeterEvent]:
+            self._exchange(meter, 0.3 * len(kinds))
+            return []
+
+        def read_clock(self, meter: Meter, priority: Any = None) -> ClockReading:
+            self._exchange(meter, 0.6)
+            shown = now[0].astimezone(ZoneInfo(zone)).replace(tzinfo=None)
+            return ClockReading(meter.key, shown, now[0], now[0], timedelta(0))
+
+    class StubCollector(Collector):
+        def driver(self, meter: Meter) -> Any:
+            return drivers[meter.bus]
+
+    tasks = TasksConfig(
+        daily_frozen=DailyFrozenTask(),
+        monthly_frozen=MonthlyFrozenTask(enabled=False),
+        curve=CurveTask(interval_min=60),
+        events=EventTask(interval_min=60),
+        clock_check=ClockCheckTask(after_power_up=False),
+    )
+    config = EdgeConfig(
+        gateway=GatewayConfig(id="gw-day", timezone=zone),
+        buses=tuple(BusConfig(name=name, port=f"/dev/null{n}") for n, name in
+                    enumerate(masters)),
+        tasks=tasks,
+    )  # fmt: skip
+    stamp = time_module.monotonic_ns()
+    log_path = (log_dir or directory) / f"agent-{stamp}.db"
+    ledger_path = (ledger_dir or directory) / f"ledger-{stamp}.db"
+    archive = MeterArchive(directory / f"archive-{stamp}.db")
+    for n in range(meters):
+        archive.add(Meter(address=f"{n:012d}", protocol="dlt645-2007", bus=f"rs485-{n % buses}"))
+    drivers = {name: StubDriver(master, zone=zone, now=lambda: now[0])  # type: ignore[arg-type]
+               for name, master in masters.items()}  # fmt: skip
+    real_time = collector_module.monotonic_time
+    collector_module.monotonic_time = fake  # type: ignore[assignment]
+    log = EdgeLog(log_path, clock=lambda: now[0])
+    ledger = Ledger(ledger_path, zone=zone)
+    try:
+        collector = StubCollector(config, archive, log, masters, ledger, now=lambda: now[0])  # type: ignore[arg-type]
+        # the day before ran normally: no catch-up of yesterday's curves on the first call
+        for task in ("curve", "events"):
+            ledger.completed(task, start - timedelta(hours=1), start)
+        ledger.completed("daily_frozen", start - timedelta(days=1), start)
+        ledger.completed("clock_check", start - timedelta(days=1), start)
+        collector._last_backfill = start
+        before = _written_bytes()
+        wall = time_module.perf_counter()
+        for step in range(24 * 12):  # every five minutes
+            now[0] = start + timedelta(minutes=5 * step + 1)
+            collector.run_due()
+            if step % 12 == 11:  # the uplink's ack and the agent's hourly retention
+                log.acknowledge(log.last_seq())
+                log.apply_retention(now[0])
+        elapsed = time_module.perf_counter() - wall
+        after = _written_bytes()
+        records = log.last_seq()
+        (frames,) = log._conn.execute("SELECT count(*) FROM raw_frames").fetchone()
+        size = log.size_bytes()
+        ledger_size = ledger_path.stat().st_size
+    finally:
+        collector_module.monotonic_time = real_time  # type: ignore[assignment]
+        log.close()
+        ledger.close()
+        archive.close()
+    for path in (log_path, ledger_path):
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return {
+        "records": records,
+        "raw_frames": frames,
+        "seconds": elapsed,
+        "file_bytes": size,
+        "ledger_bytes": ledger_size,
+        "written_bytes": float(after - before) if after is not None and before is not None else -1,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, action="append", help="readings per commit")
@@ -163,20 +401,32 @@ def main() -> None:
     parser.add_argument(
         "--day", action="store_true", help="bytes written by a simulated 2 040-meter day"
     )
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="with --day: also the agent's day with the ledger, then the log, on tmpfs "
+        "(/dev/shm, whose writes are not counted), to show each file's share",
+    )
     args = parser.parse_args()
     if args.day:
+        days: dict[str, dict[str, float]] = {}
         with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-            days = {
-                "with raw frames": one_day(Path(tmp)),
-                "without raw frames": one_day(Path(tmp), frames=False),
-            }
+            days["agent (log + ledger)"] = agent_day(Path(tmp))
+            if args.split:
+                with tempfile.TemporaryDirectory(dir="/dev/shm") as shm:
+                    days["agent, log only"] = agent_day(Path(tmp), ledger_dir=Path(shm))
+                    days["agent, ledger only"] = agent_day(Path(tmp), log_dir=Path(shm))
+            days["log only, with raw frames"] = one_day(Path(tmp))
+            days["log only, without raw frames"] = one_day(Path(tmp), frames=False)
         if args.json:
             print(json.dumps(days, indent=2))
             return
+        print("one simulated day, 2 040 meters on 8 buses, hourly curves:")
         for label, day in days.items():
+            extra = f", {day['raw_frames']:.0f} raw frames" if "raw_frames" in day else ""
             print(
-                f"one day, 2 040 meters, {label}: {day['records']:.0f} records "
-                f"in {day['seconds']:.1f} s, file {day['file_bytes'] / 1e6:.1f} MB, "
+                f"  {label}: {day['records']:.0f} records{extra} in {day['seconds']:.1f} s, "
+                f"log file {day['file_bytes'] / 1e6:.1f} MB, "
                 f"written {day['written_bytes'] / 1e6:.1f} MB"
             )
         return

@@ -33,6 +33,7 @@ from edge_agent.service import (
     Agent,
     AgentError,
     ledger_query,
+    log_frames,
     log_health,
     offline_status,
     offline_tasks,
@@ -319,16 +320,45 @@ def status(state: State, as_json: bool) -> None:
 @cli.command(
     "log",
     help="""The durable log: depth, oldest unacknowledged record, size against the quota,
-    evictions per kind. Read-only; works with the daemon down.
+    evictions per kind. With --frames: the raw frames it keeps — those of exchanges that
+    went wrong (no answer, garbled, refused, retried) — newest last. Read-only; works with
+    the daemon down.
 
     \b
     Example:
       edge-agent log --json
+      edge-agent log --frames --meter 000012345678 --limit 20
     """,
+)
+@click.option("--frames", is_flag=True, help="the kept frames of failed exchanges instead")
+@click.option("--meter", default=None, help="with --frames: only this meter's")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="with --frames: how many",
 )
 @json_option
 @pass_state
-def log_command(state: State, as_json: bool) -> None:
+def log_command(state: State, frames: bool, meter: str | None, limit: int, as_json: bool) -> None:
+    if frames:
+        try:
+            kept = log_frames(state.config, meter, limit)
+        except (AgentError, StoreError) as exc:
+            raise RuntimeFailure(str(exc)) from None
+
+        def frame_lines(data: dict[str, Any]) -> str:
+            if not data["frames"]:
+                return "no frames kept (only exchanges that went wrong are)"
+            return "\n".join(
+                f"{f['at']}  {f['bus']}  {f['direction'].upper()}  {f['meter'] or '-'}  "
+                f"{f['hex']}  ({f['note'] or ''})"
+                for f in data["frames"]
+            )
+
+        emit(kept, as_json, frame_lines)
+        return
     try:
         health = log_health(state.config)
     except (AgentError, StoreError) as exc:

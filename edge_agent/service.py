@@ -394,6 +394,19 @@ def log_health(config: EdgeConfig, *, now: datetime | None = None) -> dict[str, 
         reader.close()
 
 
+def log_frames(config: EdgeConfig, meter: str | None = None, limit: int = 50) -> dict[str, Any]:
+    """The raw frames the log keeps — those of exchanges that went wrong — newest
+    ``limit``, from a read-only connection (works with the daemon down)."""
+    path = Path(config.storage.path)
+    if not path.exists():
+        raise AgentError(f"no log at {path} yet; the daemon creates it on its first start")
+    reader = LogReader.open(path)
+    try:
+        return {"path": str(path), "frames": reader.raw_frames(meter, limit)}
+    finally:
+        reader.close()
+
+
 def _bus_row(bus: BusConfig, meters: int, master: BusMaster | None) -> dict[str, Any]:
     row: dict[str, Any] = {
         "name": bus.name,

@@ -255,6 +255,26 @@ def test_tasks_and_ledger_read_the_ledger_with_the_daemon_down(config: Path) -> 
     assert code == 2 and "%Y-%m-%d" in err
 
 
+def test_log_frames_shows_the_kept_frames_of_failed_exchanges(config: Path) -> None:
+    # runs after test_the_log_after_a_daemon_ran: the daemon created the log
+    from datetime import UTC, datetime
+
+    from edge_agent.config import load_config
+    from edge_agent.store import EdgeLog
+
+    at = datetime(2026, 3, 3, 0, 5, 1, tzinfo=UTC)
+    with EdgeLog(load_config(config).storage.path) as log, log.batch() as b:
+        for meter in ("000000000011", "000000000099"):
+            b.add_raw_frame("rs485-1", "tx", "FE FE 68 11 16", at, meter=meter,
+                            note="timeout: no reply (2 attempts)")  # fmt: skip
+    kept = invoke_json(config, "log", "--frames", "--meter", "000000000099")
+    assert [(f["meter"], f["hex"], f["at"]) for f in kept["frames"]] == [
+        ("000000000099", "FE FE 68 11 16", "2026-03-03T00:05:01.000000Z")
+    ]
+    code, out, _ = invoke(config, "log", "--frames", "--limit", "1")
+    assert code == 0 and "000000000099" in out and "timeout: no reply" in out
+
+
 @pytest.mark.parametrize("args", [["backfill", "all"], ["clock", "check"], ["clock", "sync"]])
 def test_collector_commands_need_the_daemon(config: Path, args: list[str]) -> None:
     code, _, err = invoke(config, *args)

@@ -282,3 +282,18 @@ def test_a_rolled_back_transaction_forgets_the_numbers_it_gave(ledger: Ledger) -
         raise RuntimeError("cycle aborted")
     ledger.got("daily_frozen", "new", SLOT, bus="b9")  # numbered again, in a committed one
     assert ledger.slot("daily_frozen", "new", SLOT).bus == "b9"  # type: ignore[union-attr]
+
+
+def test_a_slot_not_even_tried_is_not_rewritten(ledger: Ledger) -> None:
+    """A quarantined meter is not asked: its open slots keep their row (补抄 of a dead meter
+    must not rewrite every open slot every hour), a new slot is failed with no attempt."""
+    ledger.failed("curve", "dead", SLOT, "timeout: curve 06010001", bus="b1")
+    before = ledger.slot("curve", "dead", SLOT)
+    ledger.failed("curve", "dead", SLOT, "quarantined: curve", source="backfill", attempted=False)
+    assert ledger.slot("curve", "dead", SLOT) == before
+    later = SLOT + timedelta(hours=1)
+    ledger.failed("curve", "dead", later, "quarantined: curve", bus="b1", attempted=False)
+    row = ledger.slot("curve", "dead", later)
+    assert row is not None and (row.state, row.attempts) == ("failed", 0)
+    ledger.got("curve", "dead", later, source="backfill")  # it answered a probe at last
+    assert ledger.slot("curve", "dead", later).state == "got"  # type: ignore[union-attr]

@@ -341,6 +341,32 @@ class Line:
             self.echo_pending = data
         return time.monotonic() + len(data) * self.config.char_time_ms / 1000
 
+    def wait_quiet(self, until: float) -> bytes:
+        """Wait until ``until`` (monotonic) and drop whatever arrives meanwhile or waits
+        already (a late reply, noise); returns those bytes. On a port with a file
+        descriptor one ``select`` does both the wait and the look (no separate read)."""
+        fd = self._fd
+        if fd is None:
+            left = until - time.monotonic()
+            if left > 0:
+                time.sleep(left)
+            return self.flush_input()
+        stale = bytearray()
+        while True:
+            left = max(until - time.monotonic(), 0.0)
+            try:
+                ready, _, _ = select.select([fd], [], [], left)
+            except (OSError, ValueError) as exc:
+                raise LineError(f"bus {self.config.name}: select failed: {exc}") from exc
+            if not ready:
+                break
+            data = self._read_now()
+            if not data:
+                raise LineError(f"bus {self.config.name}: {self.config.port} closed")
+            stale += data
+        self.echo_pending = b""
+        return bytes(stale)
+
     def flush_input(self) -> bytes:
         """Drop whatever is waiting (a late reply, noise) before we send; returns it."""
         stale = bytearray()

@@ -283,6 +283,7 @@ class BusMaster:
         # TraceEntry only when asked for (:meth:`trace`), not on every read
         self._trace: deque[tuple[str, bytes, float, float, str]] = deque(maxlen=trace_size)
         self._failed_exchanges: deque[FailedExchange] = deque()
+        self._failed_since = 0.0  # monotonic time the oldest waiting one was kept
         self._health: dict[str, MeterHealth] = {}
         self._line = line or Line(config, on_bytes=self._on_bytes)
         if line is not None:
@@ -419,7 +420,15 @@ class BusMaster:
             except IndexError:
                 return taken
 
+    def failed_waiting(self) -> tuple[int, float]:
+        """How many failed exchanges wait for the log, and for how many seconds the oldest
+        has (0 when none)."""
+        waiting = len(self._failed_exchanges)
+        return waiting, time.monotonic() - self._failed_since if waiting else 0.0
+
     def _keep_failed(self, exchange: FailedExchange) -> None:
+        if not self._failed_exchanges:
+            self._failed_since = time.monotonic()
         if len(self._failed_exchanges) >= FAILED_KEPT:
             self._failed_exchanges.popleft()
             self.counters.unkept_exchanges += 1
@@ -539,8 +548,7 @@ class BusMaster:
         last_outcome = Outcome.TIMEOUT
         while True:
             attempt += 1
-            self._wait_quiet()
-            stale = self._line.flush_input()
+            stale = self._line.wait_quiet(self._quiet_until)
             if stale:
                 self.counters.stale_flushed_bytes += len(stale)
                 flushed = True  # the log holds bytes that are not this reply's

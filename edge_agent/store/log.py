@@ -282,6 +282,34 @@ class LogReader:
         created = row[0]
         return now - (parse_utc(created) if isinstance(created, str) else micros_utc(created))
 
+    def raw_frames(self, meter: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest ``limit`` raw frames kept (only ``meter``'s when given), oldest first:
+        ``{id, bus, direction, hex, at, meter, note}``. The agent keeps the frames of
+        exchanges that went wrong (edge-storage.md, raw frames)."""
+        with self._lock:
+            present = {row[1] for row in self._conn.execute("PRAGMA table_info(raw_frames)")}
+            extra = "meter, note" if "meter" in present else "NULL, NULL"
+            where, params = ("WHERE meter = ? ", [meter]) if meter is not None else ("", [])
+            if meter is not None and "meter" not in present:
+                return []  # version 1 did not say which meter a frame was for
+            rows = self._conn.execute(
+                f"SELECT id, bus, direction, frame, at, {extra} FROM raw_frames {where}"
+                "ORDER BY id DESC LIMIT ?",
+                (*params, int(limit)),
+            ).fetchall()
+        return [
+            {
+                "id": id_,
+                "bus": bus,
+                "direction": direction,
+                "hex": bytes(frame).hex(" ").upper(),
+                "at": at if isinstance(at, str) else micros_text(at),
+                "meter": who,
+                "note": note,
+            }
+            for id_, bus, direction, frame, at, who, note in reversed(rows)
+        ]
+
     def eviction_counts(self) -> dict[str, int]:
         """Records (and raw frames) evicted under disk pressure since the log was made."""
         with self._lock:

@@ -6,13 +6,13 @@ other methods through the control socket.
 
 A *pass* over a task and its slots runs the buses in parallel (one thread each; every line
 has its own :class:`~edge_agent.bus.BusMaster`) and, on each bus, the meters one after the
-other. The readings of each *bus cycle* (up to :data:`CYCLE_METERS` meters or
-:data:`CYCLE_SECONDS` of reading) go to the log in one group-commit batch, together with
-the raw frames of the exchanges that went wrong, and only after that commit are the slots
-marked got or failed in the ledger. A crash in between leaves the scheduled slot
-uncompleted, so the pass runs again after the restart (the log drops the identical
-duplicates); slots a stopping pass did not reach are written *expected*, so 补抄 reads
-them.
+other. The readings of each *collection cycle* — every bus's reads of up to
+:data:`CYCLE_SECONDS` of the pass (or :data:`CYCLE_METERS` meters) — go to the log in one
+group-commit batch, together with the raw frames of the exchanges that went wrong; once
+the pass's last cycle has committed, its slots are marked got or failed in the ledger, in
+one transaction. A crash before that leaves the scheduled slot uncompleted, so the pass
+runs again after the restart (the log drops the identical duplicates); slots a stopping
+pass did not reach are written *expected*, so 补抄 reads them.
 
 Data time: frozen readings carry the freeze time the meter keeps in its record (from the
 driver's :class:`~edge_agent.drivers.Reading`), never the time we read them.
@@ -39,7 +39,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from edge_agent.archive import Meter, MeterArchive
-from edge_agent.bus import BusMaster, Priority
+from edge_agent.bus import BusMaster, Outcome, Priority
 from edge_agent.bus.master import FailedExchange
 from edge_agent.config import EdgeConfig
 from edge_agent.drivers import (
@@ -69,6 +69,8 @@ __all__ = [
     "BACKFILL_TASKS",
     "CYCLE_METERS",
     "CYCLE_SECONDS",
+    "FRAMES_BATCH",
+    "FRAMES_WAIT_S",
     "SUPPORTED",
     "TASK_KINDS",
     "Collector",
@@ -92,15 +94,22 @@ SUPPORTED: dict[str, frozenset[str]] = {
     "events": frozenset({"dlt645-2007", "dlt698.45"}),
     "clock_check": frozenset({"dlt645-2007", "dlt645-1997", "dlt698.45"}),
 }
-#: A bus cycle — the readings of one group commit — ends after this many meters or
-#: :data:`CYCLE_SECONDS` of reading, whichever comes first, and at the end of the bus's
-#: work. Each commit rewrites the log's and the ledger's partly filled pages and fsyncs:
-#: fewer, fuller commits are what keeps the flash writes of 2 040 meters read hourly under
-#: the budget (edge.md D1.6; a commit every 32 meters wrote several times as much). A
-#: crash loses at most one cycle of reading work, never a committed reading: the slots are
-#: read again after the restart.
-CYCLE_METERS = 255
-CYCLE_SECONDS = 60.0
+#: A collection cycle — the readings of one group commit, from every bus of a pass — ends
+#: after :data:`CYCLE_SECONDS` of the pass or this many meters read, whichever comes first,
+#: and at the end of the pass. Each commit rewrites the log's partly filled pages and
+#: fsyncs, and one bus's cycle alone would interleave its keys with seven others': fewer,
+#: fuller commits are what keeps the flash writes of 2 040 meters read hourly under the
+#: budget (edge.md D1.6; a commit per 32 meters of one bus wrote several times as much).
+#: A crash loses at most one cycle of reading work, never a committed reading: the slots
+#: are read again after the restart. At 2 400 baud an hourly curve pass of 255 meters a
+#: bus takes about 90 s: one commit.
+CYCLE_METERS = 2048
+CYCLE_SECONDS = 120.0
+#: Frames of failed exchanges ride along with a cycle's readings; when none come (events
+#: passes, on-demand reads, a dead line) they are written on their own after this long or
+#: once this many wait.
+FRAMES_WAIT_S = 900.0
+FRAMES_BATCH = 256
 #: How often run_due retries the ledger's open slots (besides right after a scheduled pass).
 BACKFILL_EVERY = timedelta(hours=1)
 #: Curve catch-up and 补抄 never reach further back than this (firmware: today's curve).
@@ -110,6 +119,8 @@ CURVE_CHUNK = 16
 #: How long the ledger keeps slots (a month of statistics for ``edge-agent ledger``).
 LEDGER_KEEP = timedelta(days=62)
 EVENT_KINDS = ("power_down", "cover_open")
+#: A failure reason that says the bus master did not ask the meter (see ``_reason``).
+_QUARANTINED = f"{Outcome.QUARANTINED.value}:"
 EVENT_DEPTH = 10
 MAX_REPORTED_FAILURES = 200
 
@@ -192,6 +203,43 @@ class RunReport:
         }
 
 
+class _Cycle:
+    """The log commits of one pass: every bus thread adds each meter's outcomes; the thread
+    that finds the cycle due (:data:`CYCLE_SECONDS` since the last commit, or
+    :data:`CYCLE_METERS` meters waiting) commits everything waiting, for all buses, while
+    the others go on reading. The pass commits the rest at its end."""
+
+    def __init__(self, collector: Collector, task: str, source: str) -> None:
+        self._collector = collector
+        self._task = task
+        self._source = source
+        self._lock = threading.Lock()
+        self._commit_lock = threading.Lock()
+        self._pending: list[tuple[RunReport, list[_Outcome]]] = []
+        self._meters = 0
+        self._since = monotonic_time.monotonic()
+
+    def add(self, report: RunReport, outcomes: list[_Outcome]) -> None:
+        with self._lock:
+            self._pending.append((report, outcomes))
+            self._meters += 1
+            due = (
+                self._meters >= CYCLE_METERS
+                or monotonic_time.monotonic() - self._since >= CYCLE_SECONDS
+            )
+        if due:
+            self.commit()
+
+    def commit(self) -> None:
+        with self._commit_lock:  # commits in the order their outcomes were taken
+            with self._lock:
+                pending, self._pending = self._pending, []
+                self._meters = 0
+                self._since = monotonic_time.monotonic()
+            if pending:
+                self._collector._store(self._task, pending, self._source)
+
+
 @dataclass
 class _Outcome:
     """One (meter, slot) attempt: readings, or why not."""
@@ -203,6 +251,7 @@ class _Outcome:
     reason: str | None = None  # None = got
     skipped: bool = False
     interrupted: bool = False  # the line was stopped under the read
+    reached: bool = True  # False: a stopping pass never read it (marked expected)
 
 
 _HEX8 = re.compile(r"^[0-9A-Fa-f]{8}$")
@@ -453,13 +502,17 @@ class Collector:
         ordered = sorted((meter.bus, meter.key) for meter, _ in jobs.values())
         self.log.register_meters(key for _, key in ordered)
         self.ledger.register_meters([(key, bus) for bus, key in ordered])
+        cycle = _Cycle(self, task, source)
         with ThreadPoolExecutor(max_workers=len(by_bus), thread_name_prefix="collect") as pool:
             futures = [
-                pool.submit(self._bus_pass, task, bus, work, source, priority)
+                pool.submit(self._bus_pass, task, bus, work, source, priority, cycle)
                 for bus, work in sorted(by_bus.items())
             ]
-            for future in futures:
-                report.add(future.result())
+            passes = [future.result() for future in futures]
+        cycle.commit()  # what the last cycle gathered
+        self._mark(task, source, passes)
+        for part, _ in passes:
+            report.add(part)
         report.duration_s = monotonic_time.monotonic() - started
         return report
 
@@ -470,45 +523,36 @@ class Collector:
         work: list[tuple[Meter, list[datetime]]],
         source: str,
         priority: Priority,
-    ) -> RunReport:
+        cycle: _Cycle,
+    ) -> tuple[RunReport, list[_Outcome]]:
+        """Read one bus's meters into the pass's cycle (which commits the log); returns the
+        bus's report and its outcomes, for the ledger once everything is committed, with
+        an expected outcome for every slot a stopping pass did not reach."""
         report = RunReport(task, source, bus=bus)
         started = monotonic_time.monotonic()
-        marked: set[tuple[str, datetime]] = set()
-        todo = iter(work)
-        done = False
-        while not done and not self.stopping:
-            outcomes: list[_Outcome] = []
-            cycle_end = monotonic_time.monotonic() + CYCLE_SECONDS
-            for _ in range(CYCLE_METERS):
-                job = next(todo, None)
-                if job is None:
-                    done = True
-                    break
-                meter, slots = job
-                outcomes += self._read(task, meter, slots, priority)
-                if self.stopping or monotonic_time.monotonic() >= cycle_end:
-                    break
+        reached: list[_Outcome] = []
+        for meter, slots in work:
+            if self.stopping:
+                break
+            outcomes = self._read(task, meter, slots, priority)
             # a read cut short by a stopping line (or by stop()) is not the meter's
             # failure: its slot stays expected and is read after the restart
             outcomes = [o for o in outcomes if not o.interrupted]
             if self.stopping:
                 outcomes = [o for o in outcomes if o.reason is None or o.skipped]
-            self._commit(task, bus, outcomes, source, report)
-            marked.update((o.meter.key, o.slot) for o in outcomes)
+            cycle.add(report, outcomes)
+            reached += outcomes
         if task in TASK_KINDS or task == "events":
             # slots a stopping pass did not reach (or cut short): expected, so 补抄 reads them
-            left = [
-                (meter, slot)
+            done = {(o.meter.key, o.slot) for o in reached}
+            reached += [
+                _Outcome(meter, slot, reached=False)
                 for meter, slots in work
                 for slot in slots
-                if (meter.key, slot) not in marked
+                if (meter.key, slot) not in done
             ]
-            if left:
-                with self.ledger.transaction():
-                    for meter, slot in left:
-                        self.ledger.expect(task, meter.key, slot, bus=bus)
         report.duration_s = monotonic_time.monotonic() - started
-        return report
+        return report, reached
 
     def _read(
         self, task: str, meter: Meter, slots: list[datetime], priority: Priority
@@ -607,17 +651,24 @@ class Collector:
             events += [e for e in got if last_start is None or e.start > last_start]
         return events
 
-    def _commit(
-        self, task: str, bus: str, outcomes: list[_Outcome], source: str, report: RunReport
+    def _store(
+        self, task: str, pending: Sequence[tuple[RunReport, list[_Outcome]]], source: str
     ) -> None:
-        """One bus cycle: readings, events and the frames of the exchanges that went wrong
-        in one log batch, then the ledger marks."""
+        """One cycle's readings and events (every bus's, as ``(bus report, outcomes)``),
+        with the frames of those buses' exchanges that went wrong, in one log batch — none
+        when the cycle brought no record: the frames then wait for the next one. Events
+        also move the ledger's event counters at once, so a restart never collects them
+        twice."""
+        if not any(o.readings or o.events for _, outcomes in pending for o in outcomes):
+            return
         read_ts = self.now()
         kind = TASK_KINDS.get(task)
-        failed = self._failed_exchanges(bus)
+        buses = sorted({report.bus or "" for report, _ in pending})
+        failed = {bus: self._failed_exchanges(bus) for bus in buses}
         with self.log.batch() as batch:
-            _add_frames(batch, bus, failed)
-            for outcome in outcomes:
+            for bus in buses:
+                _add_frames(batch, bus, failed[bus])
+            for report, outcome in ((r, o) for r, outcomes in pending for o in outcomes):
                 for reading in outcome.readings:
                     stored = batch.add_reading(
                         reading.meter,
@@ -644,42 +695,62 @@ class Collector:
                     report.events += 1
                     if event.kind == "power_down" and event.end is not None:
                         report.power_restored.append(event.meter)
+        if task == "events":
+            with self.ledger.transaction():
+                self._advance_event_marks([o for _, outcomes in pending for o in outcomes])
+
+    def _mark(
+        self, task: str, source: str, passes: Sequence[tuple[RunReport, list[_Outcome]]]
+    ) -> None:
+        """The ledger marks of a whole pass in one transaction, after the log committed the
+        readings: got, failed, forgotten (the meter does not keep the data) or expected
+        (not reached). One commit a pass instead of one a cycle: each ledger commit
+        rewrites a few pages whatever it holds (edge.md D1.6). A crash before it leaves the
+        scheduled slot uncompleted, so the pass runs again (the log drops the duplicates)."""
         with self.ledger.transaction():
-            for outcome in outcomes:
-                key = f"{outcome.meter.key}@{slot_text(outcome.slot)}"
-                if outcome.skipped:
-                    report.skipped += 1
-                    if task in TASK_KINDS or task == "events":
-                        # not expected of this meter after all
-                        self.ledger.forget(task, outcome.meter.key, outcome.slot)
-                    continue
-                report.expected += 1
-                if outcome.reason is None:
-                    report.got += 1
-                    self.ledger.got(task, outcome.meter.key, outcome.slot, source=source, bus=bus)
-                else:
+            for report, outcomes in passes:
+                bus = report.bus or ""
+                for outcome in outcomes:
+                    meter = outcome.meter.key
+                    if not outcome.reached:
+                        self.ledger.expect(task, meter, outcome.slot, bus=bus)
+                        continue
+                    if outcome.skipped:
+                        report.skipped += 1
+                        if task in TASK_KINDS or task == "events":
+                            # not expected of this meter after all
+                            self.ledger.forget(task, meter, outcome.slot)
+                        continue
+                    report.expected += 1
+                    if outcome.reason is None:
+                        report.got += 1
+                        self.ledger.got(task, meter, outcome.slot, source=source, bus=bus)
+                        continue
                     report.failed += 1
                     if len(report.failures) < MAX_REPORTED_FAILURES:
-                        report.failures[key] = outcome.reason
+                        report.failures[f"{meter}@{slot_text(outcome.slot)}"] = outcome.reason
                     self.ledger.failed(
-                        task,
-                        outcome.meter.key,
-                        outcome.slot,
-                        outcome.reason,
-                        source=source,
-                        bus=bus,
-                    )
-            if task == "events":
-                self._advance_event_marks(outcomes)
+                        task, meter, outcome.slot, outcome.reason, source=source, bus=bus,
+                        attempted=not outcome.reason.startswith(_QUARANTINED),
+                    )  # fmt: skip
 
     def _failed_exchanges(self, bus: str) -> list[FailedExchange]:
         take = getattr(self.masters.get(bus), "take_failed", None)
         return take() if take is not None else []
 
-    def keep_failed_frames(self) -> int:
-        """Write the frames of failed exchanges no pass has written yet (on-demand reads,
-        scans, clock syncs between passes); returns how many exchanges."""
-        pending = {bus: self._failed_exchanges(bus) for bus in self.masters}
+    def keep_failed_frames(self, *, now: bool = False) -> int:
+        """Write the frames of failed exchanges no cycle has written (on-demand reads,
+        scans, clock checks, passes that stored nothing) once the oldest has waited
+        :data:`FRAMES_WAIT_S` or :data:`FRAMES_BATCH` are waiting (``now``: whatever
+        waits); returns how many exchanges."""
+        pending: dict[str, list[FailedExchange]] = {}
+        for bus, master in self.masters.items():
+            waiting = getattr(master, "failed_waiting", None)
+            if waiting is None:
+                continue
+            count, age = waiting()
+            if count and (now or age >= FRAMES_WAIT_S or count >= FRAMES_BATCH):
+                pending[bus] = self._failed_exchanges(bus)
         pending = {bus: exchanges for bus, exchanges in pending.items() if exchanges}
         if not pending:
             return 0

@@ -287,6 +287,10 @@ _UPSERT: Final = (
 )
 _MARK_GOT: Final = _UPSERT.format(guard="")
 _MARK_FAILED: Final = _UPSERT.format(guard=" WHERE state IN (0, 2)")
+_MARK_UNTRIED: Final = (
+    "INSERT INTO slots (slot, task, mid, bid, state, reason, attempts, source, expected_at, "
+    "updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?) ON CONFLICT (slot, task, mid) DO NOTHING"
+)
 
 
 class Ledger:
@@ -456,12 +460,19 @@ class Ledger:
         *,
         source: str = "scheduled",
         bus: str = "",
+        attempted: bool = True,
     ) -> None:
-        """An attempt gave no data; a slot already got stays got."""
+        """An attempt gave no data; a slot already got stays got.
+
+        ``attempted=False``: the meter was not even asked (the bus master has it in
+        quarantine). A new slot is written failed with no attempt; a slot already in the
+        ledger is left as it is — 补抄 of a dead meter would otherwise rewrite every open
+        slot of it every hour for nothing."""
         now = _now()
+        sql = _MARK_FAILED if attempted else _MARK_UNTRIED
         with self.transaction():
             self._db.execute(
-                _MARK_FAILED,
+                sql,
                 (_seconds(slot), _code(_TASK_CODES, task), self._mid(meter), self._bid(bus),
                  _FAILED, reason, _code(_SOURCE_CODES, source), now, now),
             )  # fmt: skip
