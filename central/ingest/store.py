@@ -646,14 +646,16 @@ class IngestStore:
             returned = self._store_readings(conn, rows_in_key_order, statuses)
             if mark is not None and returned is not None:
                 self._settle_validation(conn, rows_in_key_order, returned, mark)
-            owners = _owners(kept)
-            if written is not None and (
+            all_new = written is not None and (
                 returned is None
                 or (
                     len(returned) == len(rows_in_key_order)
                     and not any(map(_returned_corrections, returned))
                 )
-            ):
+            )
+            owners = _owners(kept, readings=not all_new)
+            if all_new:
+                assert written is not None
                 # Every row went in as new, and each batch's rows all went into the
                 # statement: its count is its number of rows.
                 for index, number in enumerate(written):
@@ -1473,13 +1475,17 @@ def _views(
 
 def _owners(
     kept: list[tuple[int, str, dict[tuple[Any, ...], tuple[Any, ...]], list[Any]]],
+    *,
+    readings: bool,
 ) -> dict[str, dict[int, int]]:
-    """gateway -> seq -> index of the batch that brought it (for counting row by row).
+    """gateway -> seq -> index of the batch that brought it, for counting record by record:
+    events and statistics always, readings only when they must be counted one by one.
     Seqs are unique per gateway here: an applied range is never fresh again."""
     owners: dict[str, dict[int, int]] = {}
     for index, gateway, rows, others in kept:
         owner = owners.setdefault(gateway, {})
-        owner.update(zip(map(_row_seq, rows.values()), repeat(index)))
+        if readings:
+            owner.update(zip(map(_row_seq, rows.values()), repeat(index)))
         owner.update((record["seq"], index) for record in others)
     return owners
 
