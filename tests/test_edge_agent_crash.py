@@ -49,6 +49,7 @@ from test_edge_tasks_helpers import ZONE, freeze_values, utc_text
 
 from edge_agent.archive import Meter, MeterArchive
 from edge_agent.store import EdgeLog
+from edge_agent.store.obis_codes import OBIS_CODES
 from edge_agent.store.records import micros_text
 from edge_agent.tasks import Ledger
 
@@ -296,7 +297,7 @@ def verify(
         ).fetchone()
         assert dupes == 0, f"{where}: duplicate natural keys"
         stored: dict[tuple[str, str, str], Decimal] = {
-            (meter, obis, micros_text(data_ts)): Decimal(value)
+            (meter, OBIS_CODES[obis], micros_text(data_ts)): Decimal(value)
             for meter, obis, data_ts, value in conn.execute(
                 "SELECT meter, obis, data_ts, value FROM records WHERE type = 0"
             )

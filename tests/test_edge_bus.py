@@ -404,3 +404,95 @@ def test_reconfigure_applies_timing_and_reopens_for_port_settings() -> None:
         master.reconfigure(replace(master.config, baud=9600))
         assert master.transact(read_tx(address)).ok
         assert master.counters.reopens == 1
+
+
+# ---------------------------------------------------------------- CPU: the caller's thread
+
+
+def test_transact_runs_on_the_callers_thread_and_queued_requests_wait_for_it() -> None:
+    meters = static_meters(3)
+    with served(meters, "dlt645", "pty") as (master, _):
+        seen: list[str] = []
+        real = master._serve
+
+        def serve(item: object) -> TransactionResult:
+            seen.append(threading.current_thread().name)
+            return real(item)  # type: ignore[arg-type]
+
+        master._serve = serve  # type: ignore[method-assign]
+        assert master.transact(read_tx(address_645(1))).ok
+        assert seen == [threading.current_thread().name]  # no hand-off to the worker
+        # while a caller holds the line (a silent meter: a whole timeout), a request
+        # queued by another thread waits, and the worker serves it afterwards
+        holder = threading.Thread(target=master.transact, args=(read_tx("000000000099"),))
+        holder.start()
+        deadline = time.monotonic() + 5
+        while not master._busy and time.monotonic() < deadline:
+            time.sleep(0.001)
+        urgent = master.submit(read_tx(address_645(2)), Priority.ON_DEMAND)
+        assert not urgent.done()
+        holder.join(5)
+        assert urgent.result(5).ok
+        assert seen[-1] == f"bus-{master.name}"
+        assert energy(urgent.result()) == truth(meters[1])
+
+
+def test_stop_waits_for_a_callers_transaction() -> None:
+    meters = static_meters(1)
+    with served(meters, "dlt645", "pty") as (master, _):
+        results: list[TransactionResult] = []
+        holder = threading.Thread(
+            target=lambda: results.append(master.transact(read_tx("000000000099")))
+        )
+        holder.start()
+        deadline = time.monotonic() + 5
+        while not master._busy and time.monotonic() < deadline:
+            time.sleep(0.001)
+        master.stop()  # returns only once the line is free
+        assert not master._busy
+        holder.join(5)
+        assert results and results[0].outcome is Outcome.TIMEOUT
+        with pytest.raises(RuntimeError, match="is stopped"):
+            master.transact(read_tx(address_645(1)))
+
+
+# ---------------------------------------------------------------- reading a reply
+
+
+def test_a_reply_is_read_in_about_two_wake_ups_once_its_size_is_known() -> None:
+    """At 2 400 baud with the simulator's wire timing: the first reply of a kind is read by
+    its length field (a wake-up more), later ones in one sleep after the first byte: the
+    size of the first is learned, the preamble taken from the line's last reply."""
+    meters = static_meters(3)
+    wire = WireTime(baud=2400)
+    with served(meters, "dlt645", "pty", wire=wire, baud=2400, parity="E") as (master, _):
+        reads: list[int] = []
+        for responder in [*meters, *meters]:
+            before = sum(entry.direction == "rx" for entry in master.trace())
+            result = master.transact(read_tx(responder.meter.address))
+            assert result.ok and energy(result) == truth(responder)
+            reads.append(sum(entry.direction == "rx" for entry in master.trace()) - before)
+        assert reads[0] >= 3  # first byte, up to the L byte, the rest
+        assert sum(reads[1:]) / len(reads[1:]) <= 2.5  # a straggler byte now and then
+        size = master._reply_sizes[("dlt645", "read 0001FF00", len(read_tx("0").request))]
+        preamble = master.health(meters[0].meter.address).preamble
+        assert preamble is not None and size + preamble == len(bytes.fromhex(result.rx_hex))
+
+
+def test_the_pace_estimate_follows_a_slow_sender_and_drifts_back() -> None:
+    from edge_agent.bus.line import _new_pace, _remaining, frame_length
+
+    char = 0.004583
+    slow = _new_pace(char, char, short=True, left=5, received=20, took=19 * 0.005)
+    assert char < slow < 0.005  # a quarter of the way to what the frame showed
+    assert _new_pace(char, char, short=True, left=5, received=3, took=1.0) == char  # too few
+    capped = _new_pace(char, char, short=True, left=5, received=20, took=19 * 1.0)
+    assert capped <= char + (1.25 * char - char) / 4 + 1e-12  # a pause is not a pace
+    back = _new_pace(slow, char, short=False, left=0, received=30, took=0.1)
+    assert char < back < slow
+    # a 645 reply: 4 FE, then 68 + address…: before the L byte the hint decides
+    length = frame_length("dlt645")
+    assert length is not None
+    head = bytearray(bytes.fromhex("FEFEFEFE6811"))
+    assert _remaining(head, 2, length, None) == 12 + 4 - 6  # the shortest frame
+    assert _remaining(head, 2, length, 30) == 30 - 6

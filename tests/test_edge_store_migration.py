@@ -174,7 +174,7 @@ def test_an_interrupted_migration_resumes_where_it_stopped(
     moved = conn.execute("SELECT count(*) FROM records").fetchone()[0]
     left = conn.execute("SELECT count(*) FROM records_v1").fetchone()[0]
     conn.close()
-    assert (moved, left) == (50, READINGS + 2 - 50)
+    assert (moved, left) == (50, READINGS + 2)  # copied, the old rows untouched
     monkeypatch.setattr(log_schema, "_in_transaction", real)
     reader = LogReader.open(path)  # half-migrated: it reads what is in the new table
     assert [r.seq for r in reader.pending(after_seq=0, limit=10)] == []  # all moved ≤ ack 50
@@ -219,3 +219,22 @@ def test_upgrade_row_converts_only_what_is_in_the_old_form() -> None:
     assert log_schema.upgrade_row("meta", ["key", "value"], ("x", "y")) == ("x", "y")
     with pytest.raises(KeyError):
         log_schema.upgrade_row("records", ["kind"], ("weekly",))
+
+
+def test_obis_codes_are_stored_by_their_frozen_index_and_others_as_text(tmp_path: Path) -> None:
+    from edge_agent.store.obis_codes import OBIS_CODES, OBIS_INDEX
+
+    assert OBIS_CODES[0] == "1-0:1.8.0" and len(OBIS_INDEX) == len(OBIS_CODES)  # append only
+    with EdgeLog(tmp_path / "edge.db") as log:
+        with log.batch() as b:
+            for obis in ("1-0:2.8.3", "1-0:1.8.0*1"):  # a settlement-period code: text
+                b.add_reading("000000000001", obis, T0, Decimal(1), "kWh", read_ts=T0,
+                              source="scheduled", kind="monthly")  # fmt: skip
+        stored = log._conn.execute("SELECT obis FROM records ORDER BY seq").fetchall()
+        assert stored == [(OBIS_INDEX["1-0:2.8.3"],), ("1-0:1.8.0*1",)]
+        found = log.find_readings("000000000001", "1-0:2.8.3", T0, T0 + timedelta(hours=1))
+        assert [r.obis for r in found] == ["1-0:2.8.3"]
+        both = log.find_readings("000000000001", None, T0, T0 + timedelta(hours=1))
+        assert [r.obis for r in both] == ["1-0:1.8.0*1", "1-0:2.8.3"]  # text order
+        view = log._conn.execute("SELECT obis FROM records_text ORDER BY seq").fetchall()
+        assert view == [("1-0:2.8.3",), ("1-0:1.8.0*1",)]

@@ -42,6 +42,7 @@ from types import TracebackType
 from typing import Any, Final, Literal
 
 from edge_agent.store.errors import AcknowledgementError, InvalidRecordError, StoreError
+from edge_agent.store.obis_codes import OBIS_CODES, OBIS_INDEX
 from edge_agent.store.records import (
     DIRECTIONS,
     EVICTION_ORDER,
@@ -68,7 +69,7 @@ from edge_agent.store.records import (
     parse_utc,
     utc_micros,
 )
-from edge_agent.store.schema import migrate
+from edge_agent.store.schema import migrate, sync_obis_codes
 from shared_protocol.errors import LocalProtocolError
 from shared_protocol.quantities import quantity
 
@@ -111,6 +112,8 @@ def _utc_now() -> datetime:
 def _row_to_record(row: tuple[Any, ...]) -> Record:
     (seq, type_, kind, created_at, data_ts, meter, obis, code, name, value, unit, read_ts,
      source, quality, detail, corrections) = row  # fmt: skip
+    if isinstance(obis, int):
+        obis = OBIS_CODES[obis]
     if isinstance(type_, int):  # version 2: codes and microseconds (version 1: names, text)
         type_, kind = TYPE_NAMES[type_], KIND_NAMES[kind]
         source = None if source is None else SOURCE_NAMES[source]
@@ -138,6 +141,11 @@ def _configure(conn: sqlite3.Connection, busy_timeout_ms: int, journal_size_limi
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     conn.execute(f"PRAGMA journal_size_limit = {int(journal_size_limit)}")
+    # Deleted rows are zeroed only where the page is written anyway: Debian's SQLite is
+    # built with secure_delete on, which writes every page a retention run or an eviction
+    # frees once more (flash wear, edge.md D1.6); nothing deleted here is a secret the
+    # file's owner could not read before.
+    conn.execute("PRAGMA secure_delete = FAST")
 
 
 class LogReader:
@@ -257,10 +265,11 @@ class LogReader:
         params: list[Any] = ["reading" if self._text_times else 0, meter, lo, hi]
         if obis is not None:
             sql += " AND obis = ?"
-            params.append(obis)
+            params.append(obis if self._text_times else OBIS_INDEX.get(obis, obis))
         with self._lock:
-            rows = self._conn.execute(sql + " ORDER BY data_ts, obis", params).fetchall()
-        return [r for r in map(_row_to_record, rows) if isinstance(r, ReadingRecord)]
+            rows = self._conn.execute(sql, params).fetchall()
+        found = [r for r in map(_row_to_record, rows) if isinstance(r, ReadingRecord)]
+        return sorted(found, key=lambda r: (r.period_ts, r.obis))
 
     def depth(self) -> int:
         """How many stored records central has not acknowledged."""
@@ -454,15 +463,16 @@ class LogBatch:
         seq = self._last_seq + 1
         kind_code, source_code = KIND_CODES[kind], SOURCE_CODES[source]
         rank = self._rank(meter)
+        obis_code = OBIS_INDEX.get(obis, obis)
         cursor = self._conn.execute(
             _INSERT_READING,
-            (seq, kind_code, self._created_at, period, meter, rank, obis, text, unit, read,
+            (seq, kind_code, self._created_at, period, meter, rank, obis_code, text, unit, read,
              source_code, quality),
         )  # fmt: skip
         if cursor.rowcount == 1:
             return self._take_seq()
         old_seq, old_value, old_unit, old_quality = self._conn.execute(
-            _FIND_READING, (period, rank, obis)
+            _FIND_READING, (period, rank, obis_code)
         ).fetchone()
         if Decimal(old_value) == Decimal(text) and old_unit == unit and old_quality == quality:
             return None
@@ -616,6 +626,16 @@ class EdgeLog(LogReader):
             super().__init__(conn)
             self.salvage_report = None
             self._repair_counters()
+            (known,) = self._conn.execute("SELECT count(*) FROM obis_codes").fetchone()
+            if known < len(OBIS_CODES):  # a newer agent appended codes: the view learns them
+                with self._lock:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        sync_obis_codes(self._conn)
+                        self._conn.execute("COMMIT")
+                    except BaseException:
+                        self._conn.execute("ROLLBACK")
+                        raise
         self._load_ranks()
 
     def _load_ranks(self) -> None:

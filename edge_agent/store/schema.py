@@ -7,10 +7,11 @@ index gives readings their natural key. Raw frames live apart: no seq, never rep
 first to go. ``meta`` keeps the counters that must move in the same transaction as the
 rows they count.
 
-Version 2 stores times as integer microseconds since 1970 UTC and the record type, kind
-and source as small integers (:data:`~edge_agent.store.records.TYPE_CODES` …): a reading
-and its two index entries take about half the bytes of version 1's ISO text, and the
-bytes written per day are what wears a gateway's flash (edge.md D1.6). The views
+Version 2 stores times as integer microseconds since 1970 UTC, the record type, kind and
+source as small integers (:data:`~edge_agent.store.records.TYPE_CODES` …) and a reading's
+OBIS code as its index in the frozen :data:`~edge_agent.store.obis_codes.OBIS_CODES`: a
+reading and its index entry take about half the bytes of version 1's text, and the bytes
+written per day are what wears a gateway's flash (edge.md D1.6). The views
 ``records_text`` and ``raw_frames_text`` show both tables with names and ISO times for a
 technician at the ``sqlite3`` prompt.
 """
@@ -22,9 +23,17 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from edge_agent.store.errors import SchemaVersionError
+from edge_agent.store.obis_codes import OBIS_CODES, OBIS_INDEX
 from edge_agent.store.records import KIND_CODES, SOURCE_CODES, TYPE_CODES, text_micros
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "TABLE_COLUMNS", "migrate", "upgrade_row"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "TABLE_COLUMNS",
+    "migrate",
+    "sync_obis_codes",
+    "upgrade_row",
+]
 
 _V1: Final = """
 CREATE TABLE meta (
@@ -103,7 +112,7 @@ CREATE TABLE records (
     data_ts     INTEGER NOT NULL,           -- reading: meter period; event/statistic: when
     meter       TEXT,                       -- reading, meter event; NULL for the gateway
     mrank       INTEGER,                    -- reading: meters.rank of its meter
-    obis        TEXT,                       -- reading
+    obis        ANY,                        -- reading: index in OBIS_CODES (else text)
     code        TEXT,                       -- event
     name        TEXT,                       -- statistic
     value       TEXT,                       -- reading, statistic: Decimal as text
@@ -145,12 +154,20 @@ CREATE TABLE raw_frames (
     note      TEXT                          -- how the exchange went (outcome: detail)
 ) STRICT;
 
+-- OBIS_CODES for a reader at the sqlite3 prompt (the code's tuple is the authority; the
+-- agent adds the codes a newer version appended when it opens the file).
+CREATE TABLE obis_codes (
+    code INTEGER PRIMARY KEY,
+    obis TEXT NOT NULL
+) STRICT;
+
 CREATE VIEW records_text AS
 SELECT seq, {_names("type", TYPE_CODES)} AS type, {_names("kind", KIND_CODES)} AS kind,
-       {_iso("created_at")} AS created_at, {_iso("data_ts")} AS data_ts, meter, obis, code,
-       name, value, unit, {_iso("read_ts")} AS read_ts,
+       {_iso("created_at")} AS created_at, {_iso("data_ts")} AS data_ts, meter,
+       coalesce((SELECT o.obis FROM obis_codes AS o WHERE o.code = r.obis), r.obis) AS obis,
+       code, name, value, unit, {_iso("read_ts")} AS read_ts,
        {_names("source", SOURCE_CODES)} AS source, quality, detail, corrections
-FROM records;
+FROM records AS r;
 
 CREATE VIEW raw_frames_text AS
 SELECT id, bus, direction, upper(hex(frame)) AS frame, {_iso("at")} AS at, meter, note
@@ -172,7 +189,7 @@ def _v1_time(column: str) -> str:
 
 _RANK_METERS: Final = """
 INSERT OR IGNORE INTO meters (meter)
-SELECT meter FROM records_v1 WHERE type = 'reading' AND seq <= ? ORDER BY seq
+SELECT meter FROM records_v1 WHERE type = 'reading' AND seq > ? AND seq <= ? ORDER BY seq
 """
 _MOVE_RECORDS: Final = f"""
 INSERT INTO records (seq, type, kind, created_at, data_ts, meter, mrank, obis, code, name,
@@ -181,15 +198,31 @@ SELECT seq, {_case("type", TYPE_CODES)}, {_case("kind", KIND_CODES)},
        {_v1_time("created_at")}, {_v1_time("data_ts")}, r.meter,
        CASE WHEN type = 'reading' THEN (SELECT rank FROM meters AS m WHERE m.meter = r.meter)
        END,
-       obis, code, name, value, unit,
+       obis_code(obis), code, name, value, unit,
        CASE WHEN read_ts IS NULL THEN NULL ELSE {_v1_time("read_ts")} END,
        {_case("source", SOURCE_CODES)}, quality, detail, corrections
-FROM records_v1 AS r WHERE seq <= ?
+FROM records_v1 AS r WHERE seq > ? AND seq <= ?
 """
 _MOVE_FRAMES: Final = f"""
 INSERT INTO raw_frames (id, bus, direction, frame, at)
-SELECT id, bus, direction, frame, {_v1_time("at")} FROM raw_frames_v1 WHERE id <= ?
+SELECT id, bus, direction, frame, {_v1_time("at")} FROM raw_frames_v1 WHERE id > ? AND id <= ?
 """
+
+
+def _obis_code(obis: str | None) -> int | str | None:
+    """What the log stores for an OBIS code: its index in OBIS_CODES, else the text."""
+    return obis if obis is None else OBIS_INDEX.get(obis, obis)
+
+
+def sync_obis_codes(conn: sqlite3.Connection) -> None:
+    """Give the ``obis_codes`` table (for the ``records_text`` view) the codes it lacks; in
+    the caller's transaction (or its own, when there is none)."""
+    (known,) = conn.execute("SELECT count(*) FROM obis_codes").fetchone()
+    if known < len(OBIS_CODES):
+        conn.executemany(
+            "INSERT OR IGNORE INTO obis_codes (code, obis) VALUES (?, ?)",
+            list(enumerate(OBIS_CODES))[known:],
+        )
 
 
 def _tables(conn: sqlite3.Connection) -> set[str]:
@@ -221,14 +254,16 @@ def _to_v2(conn: sqlite3.Connection) -> None:
 
     1. The v1 tables are renamed ``records_v1`` / ``raw_frames_v1`` (their indexes
        dropped) and the v2 tables created empty.
-    2. Rows move in seq (id) order, :data:`MIGRATION_CHUNK` per transaction: converted
-       into the new table and deleted from the old one in the same transaction, so the
-       file never holds much more than one copy (the freed pages take the new rows).
-    3. The empty v1 tables are dropped and ``user_version`` becomes 2.
+    2. Rows are copied in seq (id) order, :data:`MIGRATION_CHUNK` per transaction,
+       converted; the new table's highest seq says where an interrupted run stopped.
+    3. The v1 tables are dropped and ``user_version`` becomes 2, in one transaction.
 
     A file left between steps (the agent was killed) is still version 1 with
-    ``records_v1`` present; opening it again carries on from where it stopped.
+    ``records_v1`` present; opening it again carries on from where it stopped. The old
+    rows are never rewritten (deleting them chunk by chunk would write every page of the
+    old table once more): the file holds both copies until step 3.
     """
+    conn.create_function("obis_code", 1, _obis_code, deterministic=True)
     if "records_v1" not in _tables(conn):
 
         def set_aside() -> None:
@@ -239,40 +274,46 @@ def _to_v2(conn: sqlite3.Connection) -> None:
             for statement in _V2_RECORDS.split(";\n"):
                 if statement.strip():
                     conn.execute(statement)
+            sync_obis_codes(conn)
 
         _in_transaction(conn, set_aside)
-    for old, key, moves in (
-        ("records_v1", "seq", (_RANK_METERS, _MOVE_RECORDS)),
-        ("raw_frames_v1", "id", (_MOVE_FRAMES,)),
+    for old, new, key, moves in (
+        ("records_v1", "records", "seq", (_RANK_METERS, _MOVE_RECORDS)),
+        ("raw_frames_v1", "raw_frames", "id", (_MOVE_FRAMES,)),
     ):
+        # where a previous, interrupted run stopped: the new table's highest key
+        (done,) = conn.execute(f"SELECT coalesce(max({key}), -1) FROM {new}").fetchone()
         while True:
             row = conn.execute(
-                f"SELECT {key} FROM {old} ORDER BY {key} LIMIT 1 OFFSET ?",
-                (MIGRATION_CHUNK - 1,),
+                f"SELECT {key} FROM {old} WHERE {key} > ? ORDER BY {key} LIMIT 1 OFFSET ?",
+                (done, MIGRATION_CHUNK - 1),
             ).fetchone()
             if row is None:
-                row = conn.execute(f"SELECT max({key}) FROM {old}").fetchone()
+                row = conn.execute(
+                    f"SELECT max({key}) FROM {old} WHERE {key} > ?", (done,)
+                ).fetchone()
             bound = row[0]
             if bound is None:
                 break
 
             def move_chunk(
-                moves: tuple[str, ...] = moves, old: str = old, key: str = key, bound: int = bound
+                moves: tuple[str, ...] = moves, done: int = done, bound: int = bound
             ) -> None:
                 for move in moves:
-                    conn.execute(move, (bound,))
-                conn.execute(f"DELETE FROM {old} WHERE {key} <= ?", (bound,))
+                    conn.execute(move, (done, bound))
 
             _in_transaction(conn, move_chunk)
+            done = bound
 
     def finish() -> None:
         conn.execute("DROP TABLE records_v1")
         conn.execute("DROP TABLE raw_frames_v1")
         conn.execute("PRAGMA user_version = 2")
 
+    # The old tables' pages go to the free list and take the new records of the next days;
+    # they are handed back to the file system only when the quota needs them (moving every
+    # new page to the front of the file now would write the whole log twice more).
     _in_transaction(conn, finish)
-    # hand the old tables' pages back to the file system (auto_vacuum = INCREMENTAL)
-    conn.executescript("PRAGMA incremental_vacuum;")
 
 
 #: ``MIGRATIONS[n]`` takes a file from user_version ``n`` to ``n + 1``; add, never edit.
@@ -328,6 +369,8 @@ def upgrade_row(table: str, columns: list[str], row: tuple[Any, ...]) -> tuple[A
             out[index] = text_micros(value)
         elif table == "records" and column in _CODES:
             out[index] = _CODES[column][value]
+        elif table == "records" and column == "obis":
+            out[index] = _obis_code(value)
     return tuple(out)
 
 
