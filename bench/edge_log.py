@@ -33,6 +33,7 @@ hourly curves) two ways; "written" is this process's ``write_bytes`` (``/proc/se
 from __future__ import annotations
 
 import argparse
+import inspect
 import itertools
 import json
 import platform
@@ -51,7 +52,7 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge_agent.store import EdgeLog
+from edge_agent.store import EdgeLog, LogBatch
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 REPEATS = 5
@@ -206,9 +207,15 @@ def _fill_history(log: Any, ledger: Any, archive: Any, start: datetime, zone: st
     of failed-exchange frames; in the ledger the slots of the day that is 62 days old (the
     one the day's pruning removes). Checkpointed, so none of it counts as the day's."""
     meters = sorted(archive.list(), key=lambda m: (m.bus, m.key))
-    log.register_meters(m.key for m in meters)
-    ledger.register_meters([(m.key, m.bus) for m in meters])
+    if hasattr(log, "register_meters"):  # (an agent before this change has none)
+        log.register_meters(m.key for m in meters)
+        ledger.register_meters([(m.key, m.bus) for m in meters])
     local = ZoneInfo(zone)
+    labelled = "meter" in inspect.signature(LogBatch.add_raw_frame).parameters
+
+    def labels(n: int) -> dict[str, str]:  # (an agent before this change has no labels)
+        return {"meter": meters[n].key, "note": "timeout"} if labelled else {}
+
     for day in range(-31, 0):
         freeze = start + timedelta(days=day)
         with log.batch() as batch:
@@ -231,9 +238,7 @@ def _fill_history(log: Any, ledger: Any, archive: Any, start: datetime, zone: st
                     )  # fmt: skip
                 if day >= -2:
                     for n in range(100):
-                        batch.add_raw_frame(
-                            meter.bus, "tx", bytes(20), slot, meter=meters[n].key, note="timeout"
-                        )
+                        batch.add_raw_frame(meter.bus, "tx", bytes(20).hex(), slot, **labels(n))
     log.acknowledge(log.last_seq())
     old = start - timedelta(days=62)
     with ledger.transaction():
@@ -414,6 +419,8 @@ def agent_day(
         collector._last_backfill = start
         if history:
             _fill_history(log, ledger, archive, start, zone)
+        seq0 = log.last_seq()
+        (frames0,) = log._conn.execute("SELECT coalesce(max(id), 0) FROM raw_frames").fetchone()
         before = _written_bytes()
         wall = time_module.perf_counter()
         for step in range(24 * 12):  # every five minutes (curves every 15: at :02, :17 …)
@@ -424,8 +431,10 @@ def agent_day(
                 log.apply_retention(now[0])
         elapsed = time_module.perf_counter() - wall
         after = _written_bytes()
-        records = log.last_seq()
-        (frames,) = log._conn.execute("SELECT count(*) FROM raw_frames").fetchone()
+        records = log.last_seq() - seq0
+        (frames,) = log._conn.execute(
+            "SELECT count(*) FROM raw_frames WHERE id > ?", (frames0,)
+        ).fetchone()
         size = log.size_bytes()
         ledger_size = ledger_path.stat().st_size
     finally:
@@ -463,6 +472,11 @@ def main() -> None:
         "agent's default is 15)",
     )
     parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="with --day: start from empty files (no months of history: nothing to delete)",
+    )
+    parser.add_argument(
         "--split",
         action="store_true",
         help="with --day: also the agent's day with the ledger, then the log, on tmpfs "
@@ -472,27 +486,24 @@ def main() -> None:
     if args.day:
         days: dict[str, dict[str, float]] = {}
         with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-            curve = args.curve_min
-            days["agent (log + ledger)"] = agent_day(Path(tmp), curve_min=curve)
+            options: dict[str, Any] = {"curve_min": args.curve_min, "history": not args.fresh}
+            days["agent (log + ledger)"] = agent_day(Path(tmp), **options)
             if args.split:
                 with tempfile.TemporaryDirectory(dir="/dev/shm") as shm:
-                    days["agent, log only"] = agent_day(
-                        Path(tmp), ledger_dir=Path(shm), curve_min=curve
-                    )
-                    days["agent, ledger only"] = agent_day(
-                        Path(tmp), log_dir=Path(shm), curve_min=curve
-                    )
+                    days["agent, log only"] = agent_day(Path(tmp), ledger_dir=Path(shm), **options)
+                    days["agent, ledger only"] = agent_day(Path(tmp), log_dir=Path(shm), **options)
             days["log only, with raw frames"] = one_day(Path(tmp))
             days["log only, without raw frames"] = one_day(Path(tmp), frames=False)
         if args.json:
             print(json.dumps(days, indent=2))
             return
         every = "hourly" if args.curve_min == 60 else f"{args.curve_min}-minute"
-        print(f"one simulated day, 2 040 meters on 8 buses, {every} curves:")
+        state = "from empty files" if args.fresh else "in steady state (months of history)"
+        print(f"one simulated day, 2 040 meters on 8 buses, {every} curves, {state}:")
         for label, day in days.items():
-            extra = f", {day['raw_frames']:.0f} raw frames" if "raw_frames" in day else ""
+            extra = f", {day['raw_frames']:.0f} kept frames" if "raw_frames" in day else ""
             print(
-                f"  {label}: {day['records']:.0f} records{extra} in {day['seconds']:.1f} s, "
+                f"  {label}: {day['records']:.0f} new records{extra} in {day['seconds']:.1f} s, "
                 f"log file {day['file_bytes'] / 1e6:.1f} MB, "
                 f"written {day['written_bytes'] / 1e6:.1f} MB"
             )

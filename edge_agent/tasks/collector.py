@@ -68,6 +68,7 @@ __all__ = [
     "BACKFILL_EVERY",
     "BACKFILL_TASKS",
     "CYCLE_METERS",
+    "CYCLE_READINGS",
     "CYCLE_SECONDS",
     "FRAMES_BATCH",
     "FRAMES_WAIT_S",
@@ -105,6 +106,9 @@ SUPPORTED: dict[str, frozenset[str]] = {
 #: bus takes about 90 s: one commit.
 CYCLE_METERS = 2048
 CYCLE_SECONDS = 120.0
+#: … or once this many readings wait: what a cycle holds in memory is bounded too (a daily
+#: pass brings ten values a meter; the agent's RSS budget is 48 MB, edge.md D8).
+CYCLE_READINGS = 4096
 #: Frames of failed exchanges ride along with a cycle's readings; when none come (events
 #: passes, on-demand reads, a dead line) they are written on their own after this long or
 #: once this many wait.
@@ -217,14 +221,17 @@ class _Cycle:
         self._commit_lock = threading.Lock()
         self._pending: list[tuple[RunReport, list[_Outcome]]] = []
         self._meters = 0
+        self._readings = 0
         self._since = monotonic_time.monotonic()
 
     def add(self, report: RunReport, outcomes: list[_Outcome]) -> None:
         with self._lock:
             self._pending.append((report, outcomes))
             self._meters += 1
+            self._readings += sum(len(o.readings) for o in outcomes)
             due = (
                 self._meters >= CYCLE_METERS
+                or self._readings >= CYCLE_READINGS
                 or monotonic_time.monotonic() - self._since >= CYCLE_SECONDS
             )
         if due:
@@ -234,10 +241,15 @@ class _Cycle:
         with self._commit_lock:  # commits in the order their outcomes were taken
             with self._lock:
                 pending, self._pending = self._pending, []
-                self._meters = 0
+                self._meters = self._readings = 0
                 self._since = monotonic_time.monotonic()
             if pending:
                 self._collector._store(self._task, pending, self._source)
+            # stored: the ledger needs only how each slot went, not the values any more
+            for _, outcomes in pending:
+                for outcome in outcomes:
+                    outcome.readings = []
+                    outcome.events = []
 
 
 @dataclass
