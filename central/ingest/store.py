@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import chain, repeat
@@ -60,6 +60,7 @@ from central.db.schema import (
 )
 from central.db.types import checked_decimal, checked_utc, from_utc_micros, utc_micros
 from central.db.vee_tables import vee_exceptions
+from central.vee.inline import ReadingColumns
 from shared_protocol.wire import (
     Birth,
     ColumnarBatch,
@@ -553,15 +554,10 @@ class IngestStore:
         return self.apply_batches([batch])[0]
 
     def prepare(self, batch: IncomingBatch | RecordBatch | ColumnarBatch) -> PreparedBatch:
-        """``batch`` checked and turned into rows (and, with VEE, the readings as VEE reads
-        them) without touching the database: a consumer does this on its verify thread, so
-        the writer only writes. InvalidBatchError when it cannot be stored as sent."""
-        prepared = self._prepare(0, batch)
-        if self.validator is None or not prepared.readings:
-            return prepared
-        rows = list(prepared.readings.values())
-        views = _vee_view(rows, self._dialect == "sqlite")
-        return replace(prepared, views=dict(zip(map(_row_seq, rows), views, strict=True)))
+        """``batch`` checked and turned into rows without touching the database: a consumer
+        does this on its verify thread, so the writer only writes. InvalidBatchError when
+        it cannot be stored as sent."""
+        return self._prepare(0, batch)
 
     def apply_batches(
         self, batches: Sequence[IncomingBatch | RecordBatch | ColumnarBatch | PreparedBatch]
@@ -642,7 +638,7 @@ class IngestStore:
             # keys lock them in the same order, so they cannot deadlock on each other. A
             # row starts with its key and keys are unique here, so tuple order is key order.
             rows_in_key_order = sorted(by_key.values())
-            statuses, mark = self._validate(conn, rows_in_key_order, _views(kept, prepared))
+            statuses, mark = self._validate(conn, rows_in_key_order)
             returned = self._store_readings(conn, rows_in_key_order, statuses)
             if mark is not None and returned is not None:
                 self._settle_validation(conn, rows_in_key_order, returned, mark)
@@ -772,26 +768,17 @@ class IngestStore:
         return f"{head} SELECT * FROM unnest({arrays}) ON CONFLICT{tail}"
 
     def _validate(
-        self,
-        conn: Connection,
-        rows: list[tuple[Any, ...]],
-        views: dict[str, dict[int, Any]] | None = None,
+        self, conn: Connection, rows: list[tuple[Any, ...]]
     ) -> tuple[list[str] | None, int | None]:
         """Each row's ``vee_status`` — the in-line VEE's outcome, whose exceptions it
         inserts through ``conn`` — or None when VEE is off (stored as NULL: waiting for
         validation). Also the highest exception id before this pass (None when VEE did not
-        run), for :meth:`_settle_validation`."""
+        run), for :meth:`_settle_validation`. The rows go to VEE as columns: it screens the
+        common case a column at a time."""
         if self.validator is None or not rows:
             return None, None
         mark = conn.execute(select(func.coalesce(func.max(vee_exceptions.c.id), 0))).scalar()
-        readings: list[Any] | None = None
-        if views:
-            readings = [views.get(row[_GATEWAY_INDEX], {}).get(row[_SEQ_INDEX]) for row in rows]
-            if None in readings:
-                readings = None  # a batch prepared without views: make them all here
-        if readings is None:
-            readings = _vee_view(rows, self._dialect == "sqlite")
-        statuses = self.validator.validate(conn, readings)
+        statuses = self.validator.validate(conn, _vee_columns(rows, self._dialect == "sqlite"))
         return statuses, int(mark or 0)
 
     def _settle_validation(
@@ -1178,8 +1165,7 @@ class IncomingBatch:
 @dataclass(frozen=True, slots=True)
 class PreparedBatch:
     """A batch checked and turned into rows, before the transaction starts
-    (:meth:`IngestStore.prepare`). ``views``: each reading as the in-line VEE reads it, by
-    seq — made here when the store validates, so that work is off the writer's path."""
+    (:meth:`IngestStore.prepare`)."""
 
     gateway: str
     session: str | int | None
@@ -1189,7 +1175,6 @@ class PreparedBatch:
     readings: dict[tuple[Any, ...], tuple[Any, ...]]  # natural key -> row (higher seq won)
     events: list[dict[str, Any]]
     statistics: list[dict[str, Any]]
-    views: dict[int, Any] | None = None
 
 
 def _prepare(batch: IncomingBatch, sqlite_form: bool) -> PreparedBatch:
@@ -1391,37 +1376,35 @@ def _prepare_columns(batch: ColumnarBatch, sqlite_form: bool) -> PreparedBatch:
     )
 
 
-class _VeeReading(tuple):  # type: ignore[type-arg]
-    """A row as the in-line VEE reads a reading (``central.vee.inline.ReadingInput``).
-
-    A tuple with fields read through ``itemgetter`` properties: building one is C work
-    (``NamedTuple``'s Python ``__new__`` cost more than the validator's own pass)."""
-
-    __slots__ = ()
-    meter = property(itemgetter(0))
-    obis = property(itemgetter(1))
-    time = property(itemgetter(2))
-    value = property(itemgetter(3))
-    unit = property(itemgetter(4))
-    kind = property(itemgetter(5))
-    source = property(itemgetter(6))
-    quality = property(itemgetter(7))
-    read_at = property(itemgetter(8))
+_VEE_COLUMNS: Final = tuple(
+    itemgetter(_READING_COLUMNS.index(name))
+    for name in ("meter", "obis", "ts", "value", "unit", "kind", "read_at")
+)
 
 
-def _vee_view(rows: list[tuple[Any, ...]], sqlite_form: bool) -> list[_VeeReading]:
-    """The rows (driver form) as readings for VEE: one datetime object per distinct time."""
-    view = _VeeReading
-    if not sqlite_form:
-        return [view((r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[10])) for r in rows]
-    moments: dict[int, datetime] = {}
-    for micros in {*map(itemgetter(2), rows), *map(itemgetter(10), rows)}:
-        moments[micros] = from_utc_micros(micros)
-    at = moments.__getitem__
-    decimal = Decimal
-    return [
-        view((r[0], r[1], at(r[2]), decimal(r[3]), r[4], r[5], r[6], r[7], at(r[10]))) for r in rows
-    ]
+def _vee_columns(rows: list[tuple[Any, ...]], sqlite_form: bool) -> ReadingColumns:
+    """The rows (driver form, sorted by key, each key once) as the columns the in-line VEE
+    reads. SQLite's values stay their text: VEE's screen reads them as floats, and makes a
+    ``Decimal`` only of those it must decide exactly."""
+    meter, obis, ts, value, unit, kind, read_at = (
+        list(map(column, rows)) for column in _VEE_COLUMNS
+    )
+    if sqlite_form:  # times are µs already; values are their text
+        return ReadingColumns(
+            meter, obis, ts, value, unit, kind, read_at_micros=read_at, in_key_order=True
+        )
+    micros = {moment: utc_micros(moment) for moment in set(ts)}
+    return ReadingColumns(
+        meter,
+        obis,
+        list(map(micros.__getitem__, ts)),
+        value,
+        unit,
+        kind,
+        time=ts,
+        read_at=read_at,
+        in_key_order=True,
+    )
 
 
 def _key_value(key: tuple[Any, ...], sqlite_form: bool) -> tuple[Any, ...]:
@@ -1455,22 +1438,6 @@ def _chunk_params(
     if literal is not None and statuses.count(first) == len(statuses):
         return literal, tuple(chain.from_iterable(chunk))
     return "?", tuple(chain.from_iterable(map(tuple.__add__, chunk, zip(statuses, strict=True))))
-
-
-def _views(
-    kept: list[tuple[int, str, dict[tuple[Any, ...], tuple[Any, ...]], list[Any]]],
-    prepared: list[PreparedBatch],
-) -> dict[str, dict[int, Any]] | None:
-    """gateway -> seq -> the VEE view made by :meth:`IngestStore.prepare` (None if none)."""
-    views: dict[str, dict[int, Any]] = {}
-    for index, gateway, rows, _ in kept:
-        if not rows:
-            continue
-        made = prepared[index].views
-        if made is None:
-            return None
-        views.setdefault(gateway, {}).update(made)
-    return views
 
 
 def _owners(

@@ -41,9 +41,11 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from itertools import islice
-from typing import Any, Final
+from itertools import chain, compress, islice, repeat
+from operator import eq, gt, is_, itemgetter, not_
+from typing import Any, Final, NamedTuple, overload
 
+import numpy as np
 from sqlalchemy import Engine, delete, tuple_
 from sqlalchemy.engine import Connection
 
@@ -66,7 +68,7 @@ from central.vee.parameters import Parameters, RuleSet, load_rule_set
 from central.vee.queries import fetch_any_tariff, fetch_previous, fetch_readings
 from central.vee.rules import Severity, Status
 
-__all__ = ["InlineValidator", "withdraw_exceptions"]
+__all__ = ["InlineValidator", "ReadingColumns", "withdraw_exceptions"]
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _US: Final = timedelta(microseconds=1)
@@ -83,12 +85,25 @@ _CLOCKED: Final = frozenset({"instant", "clock"})
 _FROZEN: Final = frozenset({"daily", "monthly"})
 _TARIFFS: Final = (1, 2, 3, 4)  # 尖峰平谷 (DL/T 645, 698.45)
 _BLOCK: Final = (0, *_TARIFFS)  # a freeze block: the total and its tariffs
-_NO_PREVIOUS: Final = (-(2**62), None, -1)
-_WAITING: Final = (-(2**62), None, 2**62)  # a register whose previous value is being fetched
+_NO_PREVIOUS: Final = (-(2**62), None, -1, float("nan"))
+_WAITING: Final = (
+    -(2**62),
+    None,
+    2**62,
+    float("nan"),
+)  # a register whose previous value is being fetched
 _DISORDER: Final = object()
 _ZERO: Final = Decimal(0)
 _ONE: Final = Decimal(1)
 _FAILED: Final = Status.FAILED.value
+#: The screen's "no cached register": a time after every reading, so its span is negative.
+_UNCACHED: Final = (2**62, _ZERO, 2**62, 0.0)
+#: The screen's entry for a meter it leaves to the loop.
+_NOT_PLAIN: Final = (2**62, 0.0)
+_FIRST: Final = itemgetter(0)
+_SECOND: Final = itemgetter(1)
+_FOURTH: Final = itemgetter(3)
+_NAN: Final = float("nan")
 
 
 class _Compiled:
@@ -133,6 +148,123 @@ def _micros_of(moment: datetime, index: int, what: str) -> int:
         ) from None
 
 
+class ColumnReading(NamedTuple):
+    """One reading of a :class:`ReadingColumns`, made when the full loop needs it."""
+
+    meter: str
+    obis: str
+    time: datetime
+    value: Decimal
+    unit: str | None
+    kind: str
+    read_at: datetime | None
+
+
+class ReadingColumns(Sequence[Any]):
+    """A batch of readings as columns — what ingestion has at hand. The validator screens
+    the common case a column at a time (:meth:`InlineValidator.check`) and builds a reading
+    object (``[i]``) only for those that need the full loop.
+
+    ``micros``: each reading's time in µs since the epoch (UTC); ``value``: Decimals, or
+    their text; ``read_at``: datetimes, or ``read_at_micros``: µs. ``time`` may give the
+    datetimes when the caller has them (else they are made from ``micros`` when needed).
+    ``in_key_order``: the caller guarantees the readings are sorted by (meter, obis, time)
+    with no key twice (the ingest store's rows are), which spares the screen checking it."""
+
+    __slots__ = (
+        "_moments",
+        "_source",
+        "in_key_order",
+        "kind",
+        "meter",
+        "micros",
+        "obis",
+        "read_at",
+        "read_at_micros",
+        "time",
+        "unit",
+        "value",
+    )
+
+    def __init__(
+        self,
+        meter: Sequence[str],
+        obis: Sequence[str],
+        micros: Sequence[int],
+        value: Sequence[Decimal] | Sequence[str],
+        unit: Sequence[str | None],
+        kind: Sequence[str],
+        *,
+        time: Sequence[datetime] | None = None,
+        read_at: Sequence[datetime | None] | None = None,
+        read_at_micros: Sequence[int] | None = None,
+        source: Sequence[Any] | None = None,
+        in_key_order: bool = False,
+    ) -> None:
+        self.meter, self.obis, self.micros, self.value = meter, obis, micros, value
+        self.in_key_order = in_key_order
+        self.unit, self.kind, self.time = unit, kind, time
+        self.read_at, self.read_at_micros = read_at, read_at_micros
+        self._source = source
+        self._moments: dict[int, datetime] = {}
+
+    @classmethod
+    def of(cls, readings: Sequence[Any]) -> ReadingColumns:
+        """Columns of reading objects (``meter``, ``obis``, ``time``, ``value``, ``unit``,
+        ``kind``); ``[i]`` gives back the objects themselves."""
+        times: dict[datetime, int] = {}
+        micros: list[int] = []
+        for i, r in enumerate(readings):
+            moment = r.time
+            us = times.get(moment)
+            if us is None:
+                us = times[moment] = _micros_of(moment, i, "time")
+            micros.append(us)
+        return cls(
+            [r.meter for r in readings],
+            [r.obis for r in readings],
+            micros,
+            [r.value for r in readings],
+            [r.unit for r in readings],
+            [r.kind for r in readings],
+            source=readings,
+        )
+
+    def __len__(self) -> int:
+        return len(self.micros)
+
+    @overload
+    def __getitem__(self, i: int) -> Any: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Any]: ...
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(len(self))[i]]
+        if self._source is not None:
+            return self._source[i]
+        if self.read_at is not None:
+            read_at = self.read_at[i]
+        elif self.read_at_micros is not None:
+            read_at = self._moment(self.read_at_micros[i])
+        else:
+            read_at = None
+        return ColumnReading(
+            self.meter[i],
+            self.obis[i],
+            self.time[i] if self.time is not None else self._moment(self.micros[i]),
+            Decimal(value) if isinstance(value := self.value[i], str) else value,
+            self.unit[i],
+            self.kind[i],
+            read_at,
+        )
+
+    def _moment(self, micros: int) -> datetime:
+        moment = self._moments.get(micros)
+        if moment is None:
+            moment = self._moments[micros] = from_utc_micros(micros)
+        return moment
+
+
 class InlineValidator:
     """Validates batches of readings as they are stored (see the module docstring).
 
@@ -150,6 +282,7 @@ class InlineValidator:
         *,
         cache_size: int = 1_000_000,
         refresh_s: float = 60.0,
+        screen: bool = True,
     ) -> None:
         if engine.dialect.name not in ("sqlite", "postgresql"):
             raise ValueError(f"unsupported database backend {engine.dialect.name!r}")
@@ -160,13 +293,20 @@ class InlineValidator:
         self.cache_size = cache_size
         self.refresh_s = refresh_s
         self._loaded_at = -float("inf")
-        self._last: dict[tuple[str, str], tuple[int, Decimal | None, int]] = {}
+        # (meter, obis) -> (time, value, time seen, value as a float) of the last accepted
+        # register reading; the value may be its text (cached by the screen).
+        self._last: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._meters: dict[str, MeterInfo] = {}
         self._channels: dict[str, Channel] = {}
         self._compiled: dict[int, _Compiled] = {}
         self._limits: dict[tuple[Decimal, int], Decimal] = {}
         # (meter, freeze total) -> whether that meter's freezes carry tariff registers.
         self._tariffed: dict[tuple[str, str], bool] = {}
+        self.screen = screen
+        # The screen's view of meters and channels, for one segment's parameters (_plain).
+        self._plain_meters: dict[str, tuple[int, float]] = {}
+        self._plain_for: _Compiled | None = None
+        self._combos: dict[tuple[str, str, str | None], int] = {}
 
     # -- public ----------------------------------------------------------------------------
 
@@ -191,6 +331,7 @@ class InlineValidator:
         self._compiled.clear()
         self._limits.clear()
         self._tariffed.clear()
+        self._plain_meters.clear()
         self._rules = self._fixed_rules
         self._loaded_at = -float("inf")
 
@@ -217,7 +358,16 @@ class InlineValidator:
             arrival_us = [_micros_of(a, i, "received_at") for i, a in enumerate(arrivals)]
         micros = [0] * n
         batch = _Batch()
-        result = self._pass(readings, range(n), micros, batch, now_us, arrival_us, True)
+        order: Sequence[int] = range(n)
+        if self.screen and arrival_us is None:
+            columns = (
+                readings if isinstance(readings, ReadingColumns) else ReadingColumns.of(readings)
+            )
+            left = self._screen(columns, batch, now_us)
+            if left is not None:
+                micros = list(columns.micros)
+                order = left
+        result = self._pass(readings, order, micros, batch, now_us, arrival_us, True)
         if result is not _DISORDER and batch.deferred:
             # Meters or registers the cache does not hold: one lookup each for the whole
             # batch, then the readings that waited for them.
@@ -271,6 +421,130 @@ class InlineValidator:
         self._remember(batch, readings, micros, statuses)
         return statuses
 
+    def _screen(self, cols: ReadingColumns, batch: _Batch, now_us: int) -> list[int] | None:
+        """Settle the plain registers of the batch a column at a time; the indices left for
+        the loop, or None when the batch is not in key order (the loop then does it all).
+
+        A key (meter, obis) is settled here when every reading of it in the batch is a
+        register of a known channel in its own unit, neither an instant reading nor a
+        freeze (V3's read time, V10), on the grid when a curve point (V12), not in the
+        future (V3), of a meter whose settings did not change since the cached value
+        before it (V11, V16) and which is archived when V16 asks, and the register rose
+        from the cached value by clearly less than the meter can measure (V7, V8, V9).
+        Such a key raises nothing, and its readings are ``valid`` — what the loop would
+        find. Every other key goes to the loop whole, so a key's outcome never mixes paths.
+
+        The arithmetic is in binary floating point (numpy), made conservative: a float is
+        monotonic in the decimal it rounds, so a strict float inequality holds for the
+        decimals too; equal floats of different values, and an increment within a relative
+        10⁻¹² of the limit (or the values' rounding), go to the loop, which decides in
+        ``Decimal``."""
+        us_list, values = cols.micros, cols.value
+        n = len(us_list)
+        keys = list(zip(cols.meter, cols.obis, strict=True))
+        # Key order: each key's readings together (as many runs as keys), times rising.
+        same = list(map(eq, keys[1:], keys))  # same[j]: reading j + 1 continues j's key
+        if not cols.in_key_order and (
+            n - sum(same) != len(set(keys))
+            or not all(compress(map(gt, us_list[1:], us_list), same))
+        ):
+            return None
+        us = np.fromiter(us_list, np.int64, n)
+        latest = int(us.max())
+        _, high, c = self._segment(int(us.min()))
+        if latest >= high:
+            return None  # parameters change inside the batch
+        bad = us > now_us + c.quarantine_us if latest > now_us + c.quarantine_us else None
+        bad = _or(bad, self._screen_channels(cols, c, us))
+        since, kw, not_plain = self._screen_meters(cols.meter, c)
+        bad = _or(bad, not_plain)
+        # The previous accepted value of each reading: the one before it in its run, or the
+        # cached one (a miss is "after every reading": its span is negative).
+        cached = list(map(self._last.get, keys, repeat(_UNCACHED)))
+        starts = np.fromiter(chain((True,), map(not_, same)), np.bool_, n)
+        floats = list(map(float, values))
+        value = np.fromiter(floats, np.float64, n)
+        prev_us = np.where(starts, np.fromiter(map(_FIRST, cached), np.int64, n), np.roll(us, 1))
+        prev = np.where(starts, np.fromiter(map(_FOURTH, cached), np.float64, n), np.roll(value, 1))
+        spans = us - prev_us
+        delta = value - prev
+        # Not cached, or a backfilled point before the cached one; held before (NaN);
+        # settings changed since; negative; going back (V7, V8).
+        suspect = (spans <= 0) | np.isnan(prev) | (prev_us < since) | (value < 0) | (delta < 0)
+        ties = np.flatnonzero((delta == 0) & ~suspect)
+        if len(ties):  # equal floats: the same value (valid) only if the decimals are equal
+            previous = [None, *values[:-1]]
+            for i in ties.tolist():
+                earlier = cached[i][1] if starts[i] else previous[i]
+                if earlier != values[i] and Decimal(earlier) != Decimal(values[i]):
+                    suspect[i] = True
+        bad = _or(bad, suspect if suspect.any() else None)
+        # V9: the increment against kW × h, with room for the floats' rounding.
+        bound = kw * spans / 3_600_000_000.0
+        slack = 1e-12 * bound + 1e-15 * (np.abs(value) + np.abs(prev))
+        bad = _or(bad, delta > bound - slack)
+        # What the cache will hold of each settled key (its last reading wins), applied
+        # once the batch is done (_remember).
+        settled = zip(keys, zip(us_list, values, us_list, floats, strict=True), strict=True)
+        if bad is None or not bad.any():
+            batch.screened = settled
+            return []
+        left = {keys[i] for i in np.flatnonzero(bad).tolist()}
+        slow = list(map(left.__contains__, keys))
+        batch.screened = compress(settled, map(not_, slow))
+        return list(compress(range(n), slow))
+
+    def _screen_channels(self, cols: ReadingColumns, c: _Compiled, us: Any) -> Any:
+        """Readings whose (obis, kind, unit) the screen leaves to the loop, and curve points
+        off the grid, as a mask (None: none)."""
+        combos = self._combos
+        n = len(us)
+        single = len(set(cols.obis)) == len(set(cols.kind)) == len(set(cols.unit)) == 1
+        triples: list[tuple[str, str, str | None]] = (
+            [(cols.obis[0], cols.kind[0], cols.unit[0])]
+            if single
+            else list(zip(cols.obis, cols.kind, cols.unit, strict=True))
+        )
+        found = list(map(combos.get, triples))
+        if any(map(is_, found, repeat(None))):
+            for j, triple in enumerate(triples):
+                if found[j] is None:
+                    found[j] = combos[triple] = _combo(*triple)
+        off_grid = (us % c.interval_us) != 0
+        if single:
+            if found[0] == 0:
+                return np.ones(n, np.bool_)
+            return off_grid if found[0] == 2 and off_grid.any() else None
+        codes = np.fromiter(found, np.int8, n)
+        return (codes == 0) | ((codes == 2) & off_grid)
+
+    def _screen_meters(self, meter: Sequence[str], c: _Compiled) -> tuple[Any, Any, Any]:
+        """Per reading: the µs from which its meter's settings hold, the most the meter
+        measures in kW with V9's margin, and whether the screen leaves the meter to the
+        loop (not loaded yet, out of service, unknown while V16 flags those)."""
+        plain = self._plain_meters
+        if self._plain_for is not c:
+            plain.clear()
+            self._plain_for = c
+        n = len(meter)
+        entries: list[Any] = list(map(plain.get, meter))
+        if any(map(is_, entries, repeat(None))):
+            for i, m in enumerate(meter):
+                if entries[i] is None:
+                    info = self._meters.get(m)  # not loaded: the loop fetches it
+                    entry = _NOT_PLAIN if info is None else _plain_meter(info, c)
+                    entries[i] = entry
+                    if info is not None:
+                        plain[m] = entry
+            _bound(plain, self.cache_size)
+        first = entries[0]
+        if entries.count(first) == n:  # one rating for all (no settings): the usual case
+            assert first is not None
+            return first[0], first[1], None if first is not _NOT_PLAIN else np.ones(n, np.bool_)
+        since = np.fromiter(map(_FIRST, entries), np.int64, n)
+        kw = np.fromiter(map(_SECOND, entries), np.float64, n)
+        return since, kw, np.fromiter(map(is_, entries, repeat(_NOT_PLAIN)), np.bool_, n)
+
     def _fetch(self, conn: Connection, batch: _Batch) -> None:
         if batch.need_meters:
             self._meters.update(load_meter_info(conn, batch.need_meters))
@@ -280,7 +554,9 @@ class InlineValidator:
             for key in batch.need:
                 batch.state.pop(key, None)  # the "waiting" marks
                 previous = found.get(key)
-                batch.base[key] = _NO_PREVIOUS if previous is None else (*previous, -1)
+                batch.base[key] = (
+                    _NO_PREVIOUS if previous is None else (*previous, -1, float(previous[1]))
+                )
 
     def _refresh(self, conn: Connection) -> None:
         moment = time.monotonic()
@@ -290,6 +566,7 @@ class InlineValidator:
             self._rules = load_rule_set(conn)
             self._compiled.clear()
         self._meters.clear()
+        self._plain_meters.clear()
         self._loaded_at = moment
 
     def _segment(self, micros: int) -> tuple[int, int, _Compiled]:
@@ -426,6 +703,8 @@ class InlineValidator:
                 held = True
             if register:
                 prev_us, prev = seen[0], seen[1]
+                if prev.__class__ is str:  # a value the screen cached as its text
+                    prev = Decimal(prev)
                 value = r.value
                 if value < zero:
                     raised.append((i, "V7", _ISSUE, {"reason": "negative register"}))
@@ -627,10 +906,19 @@ class InlineValidator:
             for key, entry in batch.base.items()
             if key in last and last[key][0] > batch.state.get(key, entry)[0]
         }
-        last.update(batch.state)
+        last.update(
+            (
+                key,
+                entry
+                if len(entry) == 4
+                else (*entry, _NAN if entry[1] is None else float(entry[1])),
+            )
+            for key, entry in batch.state.items()
+        )
+        last.update(batch.screened)
         last.update(older)
         # A register that V10 failed after the loop accepted it is not a reference.
-        for i, status in enumerate(statuses):
+        for i, status in enumerate(statuses) if _FAILED in statuses else ():
             if status == _FAILED:
                 r = readings[i]
                 cached = last.get((r.meter, r.obis))
@@ -652,6 +940,7 @@ class _Batch:
         "need_meters",
         "others",
         "raised",
+        "screened",
         "state",
         "times",
     )
@@ -659,16 +948,52 @@ class _Batch:
     def __init__(self) -> None:
         # (meter, obis) -> (time and value of the last accepted register reading, time seen
         # last in this batch); the same tuples go into the validator's cache afterwards.
-        self.state: dict[tuple[str, str], tuple[int, Decimal | None, int]] = {}
+        self.state: dict[tuple[str, str], tuple[Any, ...]] = {}
+        # The keys the screen settled, (key, (time, value or its text, time, value as a
+        # float)) per reading, for the cache (the last reading of a key wins).
+        self.screened: Iterable[tuple[tuple[str, str], tuple[int, Any, int, float]]] = ()
         # Other quantities: (meter, obis) -> time seen last in this batch.
         self.others: dict[tuple[str, str], int] = {}
-        self.base: dict[tuple[str, str], tuple[int, Decimal | None, int]] = {}
+        self.base: dict[tuple[str, str], tuple[Any, ...]] = {}
         self.groups: dict[tuple[str, str, int], dict[int, int]] = {}
         self.raised: list[tuple[int, str, str, dict[str, Any]]] = []
         self.deferred: list[int] = []
         self.need: dict[tuple[str, str], int] = {}
         self.need_meters: set[str] = set()
         self.times: dict[datetime, int] = {}
+
+
+def _combo(obis: str, kind: str, unit: str | None) -> int:
+    """How the screen treats readings of (obis, kind, unit): 0 leaves them to the loop,
+    1 screens them, 2 screens them as curve points (V12's grid)."""
+    ch = channel(obis)
+    if (
+        ch.cls is not _REGISTER
+        or kind in _CLOCKED
+        or (ch.group is not None and kind in _FROZEN)
+        or (unit != ch.unit and ch.known)
+    ):
+        return 0
+    return 2 if kind == "curve" else 1
+
+
+def _plain_meter(info: MeterInfo, c: _Compiled) -> tuple[int, float]:
+    """A meter's screen entry (see :meth:`InlineValidator._screen_meters`)."""
+    if c.flag_unknown and not info.in_archive:
+        return _NOT_PLAIN
+    if not info.starts:
+        return (-(2**62), float(c.default_kw))
+    settings = info.settings[-1]
+    if not settings.active:
+        return _NOT_PLAIN
+    return (info.starts[-1], float(settings.rating_kw * c.margin))
+
+
+def _or(mask: Any, more: Any) -> Any:
+    """Two optional boolean masks (None: all False) or-ed."""
+    if more is None:
+        return mask
+    return more if mask is None else mask | more
 
 
 def _ratio(settings: Any) -> Decimal:
