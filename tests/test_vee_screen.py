@@ -292,14 +292,13 @@ def _columns(values: list[str], first_slot: int) -> ReadingColumns:
 
 
 def test_a_plain_batch_is_settled_by_the_screen_alone(tmp_path: Path) -> None:
-    """The case the screen is for — cached registers of plain meters rising by less than
-    the limit — never reaches the loop, and the text a value came in is kept until a
-    reading needs its Decimal. A step on the limit is the loop's to decide."""
+    """The case the screen is for — registers of plain meters rising by less than the
+    limit — never reaches the loop, not even the first time a register is seen; the text a
+    value came in is kept until a reading needs its Decimal. A step on the limit is the
+    loop's to decide."""
     engine = _Pair(tmp_path).engines[0]
     _setup(engine, "p-")
     validator = InlineValidator(engine, RuleSet(), lambda: NOW)
-    with engine.begin() as conn:  # not cached yet: the loop fetches the previous value
-        assert validator.validate(conn, _columns(["100"], 0)) == ["valid"]
     loop_calls: list[list[int]] = []
     original = validator._pass
 
@@ -309,6 +308,10 @@ def test_a_plain_batch_is_settled_by_the_screen_alone(tmp_path: Path) -> None:
         return original(*args)
 
     validator._pass = counting  # type: ignore[method-assign]
+    with engine.begin() as conn:
+        # Not cached yet: the meter and its previous value (none) are fetched, then screened.
+        assert validator.validate(conn, _columns(["100"], 0)) == ["valid"]
+    assert loop_calls == [] and validator._last["p-plain", E][:2] == (T0_US, "100")
     with engine.begin() as conn:
         # Δ 0; 1; 0 ("101" and "101.0": equal floats, equal decimals); 3.5 (< 3.96).
         statuses = validator.validate(conn, _columns(["100", "101", "101.0", "104.5"], 1))

@@ -364,6 +364,8 @@ class InlineValidator:
                 readings if isinstance(readings, ReadingColumns) else ReadingColumns.of(readings)
             )
             left = self._screen(columns, batch, now_us)
+            if left and self._prefetch(conn, columns, left):
+                left = self._screen(columns, batch, now_us)
             if left is not None:
                 micros = list(columns.micros)
                 order = left
@@ -467,10 +469,12 @@ class InlineValidator:
         prev_us = np.where(starts, np.fromiter(map(_FIRST, cached), np.int64, n), np.roll(us, 1))
         prev = np.where(starts, np.fromiter(map(_FOURTH, cached), np.float64, n), np.roll(value, 1))
         spans = us - prev_us
-        delta = value - prev
-        # Not cached, or a backfilled point before the cached one; held before (NaN);
-        # settings changed since; negative; going back (V7, V8).
-        suspect = (spans <= 0) | np.isnan(prev) | (prev_us < since) | (value < 0) | (delta < 0)
+        delta = value - prev  # NaN after "no previous value": nothing to compare it with
+        # Not cached, or a backfilled point before the cached one; settings changed since
+        # the previous value (or, without one, the reading is older than the settings);
+        # negative; going back (V7, V8).
+        since_what = np.where(np.isnan(prev), us, prev_us)
+        suspect = (spans <= 0) | (since_what < since) | (value < 0) | (delta < 0)
         ties = np.flatnonzero((delta == 0) & ~suspect)
         if len(ties):  # equal floats: the same value (valid) only if the decimals are equal
             previous = [None, *values[:-1]]
@@ -493,6 +497,38 @@ class InlineValidator:
         slow = list(map(left.__contains__, keys))
         batch.screened = compress(settled, map(not_, slow))
         return list(compress(range(n), slow))
+
+    def _prefetch(self, conn: Connection, cols: ReadingColumns, left: list[int]) -> bool:
+        """For the readings the screen left: the meters not loaded yet, and the previous
+        value of each register the cache holds nothing of (one query each, as the loop's
+        fetch), into the caches — then the screen can settle them too. Whether anything
+        was fetched. A register cached at a time after its reading (a backfill) is the
+        loop's: its previous value is not the cached one."""
+        meters, last = self._meters, self._last
+        need: dict[tuple[str, str], int] = {}
+        need_meters: set[str] = set()
+        for i in left:
+            meter, obis = cols.meter[i], cols.obis[i]
+            if meter not in meters:
+                need_meters.add(meter)
+            key = (meter, obis)
+            if key not in last and key not in need:
+                ch = self._channels.get(obis)
+                if ch is None:
+                    ch = self._channels[obis] = channel(obis)
+                if ch.cls is _REGISTER:
+                    need[key] = cols.micros[i]  # its first reading here (key order)
+        if need_meters:
+            meters.update(load_meter_info(conn, need_meters))
+            _bound(meters, self.cache_size)
+        if need:
+            found = fetch_previous(conn, need)
+            for key in need:
+                previous = found.get(key)
+                last[key] = (
+                    _NO_PREVIOUS if previous is None else (*previous, -1, float(previous[1]))
+                )
+        return bool(need_meters or need)
 
     def _screen_channels(self, cols: ReadingColumns, c: _Compiled, us: Any) -> Any:
         """Readings whose (obis, kind, unit) the screen leaves to the loop, and curve points
