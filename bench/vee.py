@@ -4,8 +4,11 @@
     python bench/vee.py --backend postgresql --json
     python bench/vee.py --mix register --steps 96
 
-Readings are ``shared_protocol.wire.WireReading`` (what the ingest consumer hands over),
-for ``--meters`` meters (default 2 040: one concentrator's archive), all in the archive,
+``--form columns`` (the default) hands the validator what the ingest store hands it: each
+batch's rows in driver form, sorted by key, as columns (``central.ingest.store``'s
+``_vee_columns``; SQLite's values stay text) — the timing includes making the columns.
+``--form objects`` hands it ``shared_protocol.wire.WireReading`` objects (what
+``central vee pending``/``rerun`` and the tests do). Readings are for ``--meters`` meters (default 2 040: one concentrator's archive), all in the archive,
 in batches of ``--batch`` (500, the uplink's batch size), each quantity in rising time as a
 draining backlog delivers them. Mixes:
 
@@ -47,7 +50,12 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from central.db import make_engine, upgrade
-from central.ingest.store import IngestStore, MeterEntry
+from central.ingest.store import (  # the store's own row and column makers (private)
+    IngestStore,
+    MeterEntry,
+    _reading_rows,
+    _vee_columns,
+)
 from central.vee import InlineValidator, RuleSet
 from shared_protocol.wire import WireReading
 
@@ -139,12 +147,26 @@ def run_mix(url: str, mix: str, args: argparse.Namespace) -> dict[str, Any]:
         validator = InlineValidator(
             engine, RuleSet(), lambda: BASE + timedelta(days=400), refresh_s=3600
         )
+        sqlite_form = engine.dialect.name == "sqlite"
+
+        def handed(batch: list[WireReading]) -> Any:
+            """The batch as the validator gets it (untimed): objects, or the store's rows."""
+            if args.form == "objects":
+                return batch
+            rows = _reading_rows(GATEWAY, batch, BASE, sqlite_form)
+            return sorted(rows.values())
+
+        def validate(conn: Any, batch: Any) -> list[str]:
+            if args.form == "objects":
+                return validator.validate(conn, batch)
+            return validator.validate(conn, _vee_columns(batch, sqlite_form))
+
         # Cold: every key's previous value comes from the database (one query a batch).
-        first = batched(make_step(mix, args.meters, 1), args.batch)
+        first = [handed(b) for b in batched(make_step(mix, args.meters, 1), args.batch)]
         with engine.begin() as conn:
             start = time.perf_counter()
             for batch in first:
-                statuses = validator.validate(conn, batch)
+                statuses = validate(conn, batch)
             cold = time.perf_counter() - start
         assert set(statuses) == {"valid"}, set(statuses)
         cold_n = sum(len(b) for b in first)
@@ -155,10 +177,11 @@ def run_mix(url: str, mix: str, args: argparse.Namespace) -> dict[str, Any]:
             for step in range(2, 2 + args.steps):
                 # Built just before they are checked, as a consumer decodes a message.
                 batches = batched(make_step(mix, args.meters, step), args.batch)
+                given = [handed(b) for b in batches]
                 n = sum(len(b) for b in batches)
                 start = time.perf_counter()
-                for batch in batches:
-                    statuses = validator.validate(conn, batch)
+                for batch in given:
+                    statuses = validate(conn, batch)
                 timings.append((time.perf_counter() - start) / n * 1e6)
                 floors.append(floor(batches) / n * 1e6)
                 assert set(statuses) == {"valid"}, set(statuses)
@@ -199,6 +222,12 @@ def main() -> None:
     parser.add_argument("--meters", type=int, default=2040)
     parser.add_argument("--steps", type=int, default=24, help="timed steps per mix")
     parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument(
+        "--form",
+        choices=("columns", "objects"),
+        default="columns",
+        help="what the validator is handed: the store's columns, or reading objects",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     mixes = MIXES if args.mix == "all" else (args.mix,)
@@ -210,6 +239,7 @@ def main() -> None:
         "backend": args.backend,
         "meters": args.meters,
         "batch": args.batch,
+        "form": args.form,
         "python": platform.python_version(),
         "machine": platform.machine(),
         "results": results,
@@ -217,7 +247,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    print(f"{args.backend}, {args.meters} meters, batches of {args.batch} (µs per reading)")
+    print(
+        f"{args.backend}, {args.meters} meters, batches of {args.batch}, handed as {args.form}"
+        " (µs per reading)"
+    )
     print(f"{'mix':<10}{'best':>8}{'median':>8}{'cold':>8}{'floor':>8}  {'readings':>9}")
     for r in results:
         print(

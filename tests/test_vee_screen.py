@@ -41,8 +41,8 @@ T0_US = int(T0.timestamp()) * 1_000_000
 # The default rating: 60 A × 220 V × 1.2 = 15.84 kW, so 3.96 kWh a quarter hour (vee_support).
 LIMIT = Decimal("3.96")
 
-# What the meters are (by index): plain, a CT of 40, settings that change on day 2,
-# out of service from day 1, outside every archive.
+# What the meters are: plain, a CT of 40 and a contracted 200 kW, settings that change on
+# day 2, out of service from day 1, outside every archive.
 METER_KINDS = ("plain", "ct", "change", "removed", "unknown")
 
 
@@ -54,7 +54,7 @@ def _setup(engine: Engine, prefix: str) -> None:
     store.record_birth(GATEWAY, 1, {}, T0 - timedelta(days=60), archive[:-1])
     with engine.begin() as conn:
         set_meter_settings(conn, f"{prefix}ct", effective_from=T0 - timedelta(days=9), by="t",
-                           ct_ratio=40)  # fmt: skip
+                           ct_ratio=40, contract_kw=200)  # fmt: skip
         set_meter_settings(conn, f"{prefix}change", effective_from=T0 - timedelta(days=9), by="t")
         set_meter_settings(conn, f"{prefix}change", effective_from=T0 + timedelta(days=2), by="t",
                            ct_ratio=5)  # fmt: skip
@@ -87,6 +87,9 @@ STEPS = st.sampled_from(
 )
 
 
+POWERS = st.sampled_from(
+    ["0", "1.5", "-2", "15.84", "15.8399", "15.840001", "-15.84", "-15.85", "633.6", "633.61"]
+)
 SMALL_STEPS = st.sampled_from(["0", "0.01", "1", "2.5", "3.9599", "3.95"])
 
 
@@ -108,7 +111,7 @@ def batches(draw: st.DrawFn) -> list[list[dict[str, Any]]]:
     # Half the examples are mostly plain (what the screen settles), with an odd reading.
     clean = draw(st.booleans())
     meters = ["plain", "ct"] if clean else ["plain", "plain", "plain", "ct", *METER_KINDS]
-    channels = [E, X] if clean else [E, E, E, X, X, E1, P, V]
+    channels = [E, X, P] if clean else [E, E, E, X, X, E1, P, V]
     kinds = ["curve"] if clean else ["curve"] * 6 + ["daily", "instant"]
     offsets = [0] * 12 + [60, 301]
     starts = [0, 0, 1, 96] if clean else [0, 0, 0, 1, 2, 96, -2]
@@ -137,6 +140,8 @@ def batches(draw: st.DrawFn) -> list[list[dict[str, Any]]]:
                     value = before + Decimal("123456789.123456")
                 else:
                     value = before + Decimal(step)
+                if obis == P:  # a power: around the ratings (15.84 kW, × 40 with the CT)
+                    value = Decimal(draw(POWERS))
                 registers[meter, obis] = value
                 batch[meter, obis, at] = {
                     "meter": meter,

@@ -43,7 +43,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import chain, compress, islice, repeat
 from operator import eq, gt, is_, itemgetter, not_
-from typing import Any, Final, NamedTuple, overload
+from typing import Any, Final, overload
 
 import numpy as np
 from sqlalchemy import Engine, delete, tuple_
@@ -99,9 +99,15 @@ _FAILED: Final = Status.FAILED.value
 #: The screen's "no cached register": a time after every reading, so its span is negative.
 _UNCACHED: Final = (2**62, _ZERO, 2**62, 0.0)
 #: The screen's entry for a meter it leaves to the loop.
-_NOT_PLAIN: Final = (2**62, 0.0)
+_NOT_PLAIN: Final = (2**62, 0.0, True)
+#: The screen's channel codes (_combo).
+_REGISTER_CODE: Final = 1
+_POWER_CODE: Final = 2
+_CURVE: Final = 4
+_CONTRACT: Final = 8
 _FIRST: Final = itemgetter(0)
 _SECOND: Final = itemgetter(1)
+_THIRD: Final = itemgetter(2)
 _FOURTH: Final = itemgetter(3)
 _NAN: Final = float("nan")
 
@@ -148,16 +154,19 @@ def _micros_of(moment: datetime, index: int, what: str) -> int:
         ) from None
 
 
-class ColumnReading(NamedTuple):
-    """One reading of a :class:`ReadingColumns`, made when the full loop needs it."""
+class ColumnReading(tuple):  # type: ignore[type-arg]
+    """One reading of a :class:`ReadingColumns`, made when the loop needs it: a tuple with
+    fields read through ``itemgetter`` properties, so making one is C work (a NamedTuple's
+    Python ``__new__`` costs more than the loop's own work on the reading)."""
 
-    meter: str
-    obis: str
-    time: datetime
-    value: Decimal
-    unit: str | None
-    kind: str
-    read_at: datetime | None
+    __slots__ = ()
+    meter = property(itemgetter(0))
+    obis = property(itemgetter(1))
+    time = property(itemgetter(2))
+    value = property(itemgetter(3))
+    unit = property(itemgetter(4))
+    kind = property(itemgetter(5))
+    read_at = property(itemgetter(6))
 
 
 class ReadingColumns(Sequence[Any]):
@@ -174,6 +183,7 @@ class ReadingColumns(Sequence[Any]):
     __slots__ = (
         "_moments",
         "_source",
+        "_views",
         "in_key_order",
         "kind",
         "meter",
@@ -207,6 +217,7 @@ class ReadingColumns(Sequence[Any]):
         self.read_at, self.read_at_micros = read_at, read_at_micros
         self._source = source
         self._moments: dict[int, datetime] = {}
+        self._views: dict[int, ColumnReading] = {}
 
     @classmethod
     def of(cls, readings: Sequence[Any]) -> ReadingColumns:
@@ -242,21 +253,47 @@ class ReadingColumns(Sequence[Any]):
             return [self[j] for j in range(len(self))[i]]
         if self._source is not None:
             return self._source[i]
+        view = self._views.get(i)
+        if view is None:
+            self.materialize((i,))
+            view = self._views[i]
+        return view
+
+    def materialize(self, indices: Iterable[int]) -> None:
+        """Make the reading objects of ``indices`` at once, a column at a time (the loop is
+        about to read them, some several times); later ``[i]`` returns the same objects."""
+        if self._source is not None:
+            return
+        views = self._views
+        wanted = [i for i in indices if i not in views]
+        if not wanted:
+            return
+        pick = itemgetter(*wanted) if len(wanted) > 1 else _one(wanted[0])
+        micros = pick(self.micros)
+        times = pick(self.time) if self.time is not None else self._moments_of(micros)
         if self.read_at is not None:
-            read_at = self.read_at[i]
+            read_at = pick(self.read_at)
         elif self.read_at_micros is not None:
-            read_at = self._moment(self.read_at_micros[i])
+            read_at = self._moments_of(pick(self.read_at_micros))
         else:
-            read_at = None
-        return ColumnReading(
-            self.meter[i],
-            self.obis[i],
-            self.time[i] if self.time is not None else self._moment(self.micros[i]),
-            Decimal(value) if isinstance(value := self.value[i], str) else value,
-            self.unit[i],
-            self.kind[i],
+            read_at = repeat(None)
+        columns = zip(
+            pick(self.meter),
+            pick(self.obis),
+            times,
+            map(Decimal, pick(self.value)),
+            pick(self.unit),
+            pick(self.kind),
             read_at,
+            strict=False,  # read_at may be an endless repeat(None); the others are as long
         )
+        views.update(zip(wanted, map(tuple.__new__, repeat(ColumnReading), columns), strict=True))
+
+    def _moments_of(self, micros: Sequence[int]) -> list[datetime]:
+        moments = self._moments
+        for us in set(micros).difference(moments):
+            moments[us] = from_utc_micros(us)
+        return list(map(moments.__getitem__, micros))
 
     def _moment(self, micros: int) -> datetime:
         moment = self._moments.get(micros)
@@ -304,7 +341,7 @@ class InlineValidator:
         self._tariffed: dict[tuple[str, str], bool] = {}
         self.screen = screen
         # The screen's view of meters and channels, for one segment's parameters (_plain).
-        self._plain_meters: dict[str, tuple[int, float]] = {}
+        self._plain_meters: dict[str, tuple[int, float, bool]] = {}
         self._plain_for: _Compiled | None = None
         self._combos: dict[tuple[str, str, str | None], int] = {}
 
@@ -369,6 +406,7 @@ class InlineValidator:
             if left is not None:
                 micros = list(columns.micros)
                 order = left
+            columns.materialize(order)
         result = self._pass(readings, order, micros, batch, now_us, arrival_us, True)
         if result is not _DISORDER and batch.deferred:
             # Meters or registers the cache does not hold: one lookup each for the whole
@@ -424,25 +462,31 @@ class InlineValidator:
         return statuses
 
     def _screen(self, cols: ReadingColumns, batch: _Batch, now_us: int) -> list[int] | None:
-        """Settle the plain registers of the batch a column at a time; the indices left for
-        the loop, or None when the batch is not in key order (the loop then does it all).
+        """Settle the plain registers and power readings of the batch a column at a time;
+        the indices left for the loop, or None when the screen can take none of them (a
+        batch not in key order, or of no plain channel): the loop then does it all.
 
-        A key (meter, obis) is settled here when every reading of it in the batch is a
-        register of a known channel in its own unit, neither an instant reading nor a
+        A key (meter, obis) is settled here when every reading of it in the batch is of a
+        known register or power channel in its own unit, not an instant reading nor a
         freeze (V3's read time, V10), on the grid when a curve point (V12), not in the
-        future (V3), of a meter whose settings did not change since the cached value
-        before it (V11, V16) and which is archived when V16 asks, and the register rose
-        from the cached value by clearly less than the meter can measure (V7, V8, V9).
-        Such a key raises nothing, and its readings are ``valid`` — what the loop would
-        find. Every other key goes to the loop whole, so a key's outcome never mixes paths.
+        future (V3), of a meter in service whose settings did not change since the reading
+        (or the register's previous value) (V11, V16), archived when V16 asks; and a power
+        within the meter's rating (V9; the contracted capacity is the loop's), a register
+        risen from its previous value by clearly less than the meter can measure (V7, V8,
+        V9). Such a key raises nothing, and its readings are ``valid`` — what the loop
+        would find. Every other key goes to the loop whole: a key's outcome never mixes
+        paths.
 
         The arithmetic is in binary floating point (numpy), made conservative: a float is
         monotonic in the decimal it rounds, so a strict float inequality holds for the
-        decimals too; equal floats of different values, and an increment within a relative
-        10⁻¹² of the limit (or the values' rounding), go to the loop, which decides in
+        decimals too; equal floats of different values, and anything within a relative
+        10⁻¹² of a limit (or of the values' rounding), go to the loop, which decides in
         ``Decimal``."""
         us_list, values = cols.micros, cols.value
         n = len(us_list)
+        codes = self._screen_channels(cols)
+        if codes is None:
+            return None
         keys = list(zip(cols.meter, cols.obis, strict=True))
         # Key order: each key's readings together (as many runs as keys), times rising.
         same = list(map(eq, keys[1:], keys))  # same[j]: reading j + 1 continues j's key
@@ -456,16 +500,50 @@ class InlineValidator:
         _, high, c = self._segment(int(us.min()))
         if latest >= high:
             return None  # parameters change inside the batch
-        bad = us > now_us + c.quarantine_us if latest > now_us + c.quarantine_us else None
-        bad = _or(bad, self._screen_channels(cols, c, us))
-        since, kw, not_plain = self._screen_meters(cols.meter, c)
-        bad = _or(bad, not_plain)
+        bad = codes == 0
+        if latest > now_us + c.quarantine_us:  # V3: in the future
+            bad |= us > now_us + c.quarantine_us
+        curve = (codes & _CURVE) != 0
+        if curve.any():  # V12: curve points off the grid
+            bad |= curve & (us % c.interval_us != 0)
+        since, kw, contract, not_plain = self._screen_meters(cols.meter, c)
+        bad |= not_plain
+        floats = list(map(float, values))
+        value = np.fromiter(floats, np.float64, n)
+        power = (codes & _POWER_CODE) != 0
+        if power.any():  # V9: within the rating; V11, V16: the settings of the reading
+            contracted = ((codes & _CONTRACT) != 0) & contract
+            bad |= power & ((np.abs(value) > kw * (1 - 1e-12)) | (us < since) | contracted)
+        register = (codes & _REGISTER_CODE) != 0
+        if register.any():
+            bad |= register & self._screen_registers(keys, same, us, value, values, since, kw)
+        # What the cache will hold of each settled register (its last reading wins),
+        # applied once the batch is done (_remember).
+        settled = zip(keys, zip(us_list, values, us_list, floats, strict=True), strict=True)
+        if not bad.any():
+            batch.screened = settled if register.all() else compress(settled, register.tolist())
+            return []
+        left = {keys[i] for i in np.flatnonzero(bad).tolist()}
+        slow = np.fromiter(map(left.__contains__, keys), np.bool_, n)
+        batch.screened = compress(settled, (register & ~slow).tolist())
+        return np.flatnonzero(slow).tolist()
+
+    def _screen_registers(
+        self,
+        keys: list[tuple[str, str]],
+        same: list[bool],
+        us: Any,
+        value: Any,
+        values: Sequence[Any],
+        since: Any,
+        kw: Any,
+    ) -> Any:
+        """The register readings the screen cannot settle (a mask; meaningless elsewhere)."""
+        n = len(keys)
         # The previous accepted value of each reading: the one before it in its run, or the
         # cached one (a miss is "after every reading": its span is negative).
         cached = list(map(self._last.get, keys, repeat(_UNCACHED)))
         starts = np.fromiter(chain((True,), map(not_, same)), np.bool_, n)
-        floats = list(map(float, values))
-        value = np.fromiter(floats, np.float64, n)
         prev_us = np.where(starts, np.fromiter(map(_FIRST, cached), np.int64, n), np.roll(us, 1))
         prev = np.where(starts, np.fromiter(map(_FOURTH, cached), np.float64, n), np.roll(value, 1))
         spans = us - prev_us
@@ -477,26 +555,14 @@ class InlineValidator:
         suspect = (spans <= 0) | (since_what < since) | (value < 0) | (delta < 0)
         ties = np.flatnonzero((delta == 0) & ~suspect)
         if len(ties):  # equal floats: the same value (valid) only if the decimals are equal
-            previous = [None, *values[:-1]]
             for i in ties.tolist():
-                earlier = cached[i][1] if starts[i] else previous[i]
+                earlier = cached[i][1] if starts[i] else values[i - 1]
                 if earlier != values[i] and Decimal(earlier) != Decimal(values[i]):
                     suspect[i] = True
-        bad = _or(bad, suspect if suspect.any() else None)
         # V9: the increment against kW × h, with room for the floats' rounding.
         bound = kw * spans / 3_600_000_000.0
         slack = 1e-12 * bound + 1e-15 * (np.abs(value) + np.abs(prev))
-        bad = _or(bad, delta > bound - slack)
-        # What the cache will hold of each settled key (its last reading wins), applied
-        # once the batch is done (_remember).
-        settled = zip(keys, zip(us_list, values, us_list, floats, strict=True), strict=True)
-        if bad is None or not bad.any():
-            batch.screened = settled
-            return []
-        left = {keys[i] for i in np.flatnonzero(bad).tolist()}
-        slow = list(map(left.__contains__, keys))
-        batch.screened = compress(settled, map(not_, slow))
-        return list(compress(range(n), slow))
+        return suspect | (delta > bound - slack)
 
     def _prefetch(self, conn: Connection, cols: ReadingColumns, left: list[int]) -> bool:
         """For the readings the screen left: the meters not loaded yet, and the previous
@@ -530,34 +596,31 @@ class InlineValidator:
                 )
         return bool(need_meters or need)
 
-    def _screen_channels(self, cols: ReadingColumns, c: _Compiled, us: Any) -> Any:
-        """Readings whose (obis, kind, unit) the screen leaves to the loop, and curve points
-        off the grid, as a mask (None: none)."""
+    def _screen_channels(self, cols: ReadingColumns) -> Any:
+        """Each reading's :func:`_combo` code (numpy), or None when every code is 0 (the
+        screen can settle nothing)."""
         combos = self._combos
-        n = len(us)
-        single = len(set(cols.obis)) == len(set(cols.kind)) == len(set(cols.unit)) == 1
-        triples: list[tuple[str, str, str | None]] = (
-            [(cols.obis[0], cols.kind[0], cols.unit[0])]
-            if single
-            else list(zip(cols.obis, cols.kind, cols.unit, strict=True))
-        )
+        n = len(cols.obis)
+        if len(set(cols.obis)) == len(set(cols.kind)) == len(set(cols.unit)) == 1:
+            triple = (cols.obis[0], cols.kind[0], cols.unit[0])
+            code = combos.get(triple)
+            if code is None:
+                code = combos[triple] = _combo(*triple)
+            return np.full(n, code, np.int8) if code else None
+        triples = list(zip(cols.obis, cols.kind, cols.unit, strict=True))
         found = list(map(combos.get, triples))
         if any(map(is_, found, repeat(None))):
             for j, triple in enumerate(triples):
                 if found[j] is None:
                     found[j] = combos[triple] = _combo(*triple)
-        off_grid = (us % c.interval_us) != 0
-        if single:
-            if found[0] == 0:
-                return np.ones(n, np.bool_)
-            return off_grid if found[0] == 2 and off_grid.any() else None
         codes = np.fromiter(found, np.int8, n)
-        return (codes == 0) | ((codes == 2) & off_grid)
+        return codes if codes.any() else None
 
-    def _screen_meters(self, meter: Sequence[str], c: _Compiled) -> tuple[Any, Any, Any]:
+    def _screen_meters(self, meter: Sequence[str], c: _Compiled) -> tuple[Any, Any, Any, Any]:
         """Per reading: the µs from which its meter's settings hold, the most the meter
-        measures in kW with V9's margin, and whether the screen leaves the meter to the
-        loop (not loaded yet, out of service, unknown while V16 flags those)."""
+        measures in kW with V9's margin, whether it has a contracted capacity, and whether
+        the screen leaves the meter to the loop (not loaded yet, out of service, unknown
+        while V16 flags those)."""
         plain = self._plain_meters
         if self._plain_for is not c:
             plain.clear()
@@ -565,21 +628,21 @@ class InlineValidator:
         n = len(meter)
         entries: list[Any] = list(map(plain.get, meter))
         if any(map(is_, entries, repeat(None))):
-            for i, m in enumerate(meter):
-                if entries[i] is None:
-                    info = self._meters.get(m)  # not loaded: the loop fetches it
-                    entry = _NOT_PLAIN if info is None else _plain_meter(info, c)
-                    entries[i] = entry
-                    if info is not None:
-                        plain[m] = entry
+            made: dict[str, tuple[int, float, bool]] = {}
+            for m in set(compress(meter, map(is_, entries, repeat(None)))):
+                info = self._meters.get(m)  # not loaded: the loop fetches it
+                made[m] = _NOT_PLAIN if info is None else _plain_meter(info, c)
+                if info is not None:
+                    plain[m] = made[m]
+            entries = list(map(plain.get, meter, map(made.get, meter)))
             _bound(plain, self.cache_size)
         first = entries[0]
-        if entries.count(first) == n:  # one rating for all (no settings): the usual case
-            assert first is not None
-            return first[0], first[1], None if first is not _NOT_PLAIN else np.ones(n, np.bool_)
+        if entries.count(first) == n:  # one entry for all (no settings): the usual case
+            return (*first, np.full(n, first is _NOT_PLAIN))
         since = np.fromiter(map(_FIRST, entries), np.int64, n)
         kw = np.fromiter(map(_SECOND, entries), np.float64, n)
-        return since, kw, np.fromiter(map(is_, entries, repeat(_NOT_PLAIN)), np.bool_, n)
+        contract = np.fromiter(map(_THIRD, entries), np.bool_, n)
+        return since, kw, contract, np.fromiter(map(is_, entries, repeat(_NOT_PLAIN)), np.bool_, n)
 
     def _fetch(self, conn: Connection, batch: _Batch) -> None:
         if batch.need_meters:
@@ -1001,28 +1064,36 @@ class _Batch:
 
 def _combo(obis: str, kind: str, unit: str | None) -> int:
     """How the screen treats readings of (obis, kind, unit): 0 leaves them to the loop,
-    1 screens them, 2 screens them as curve points (V12's grid)."""
+    else the bits _REGISTER_CODE or _POWER_CODE, with _CURVE for curve points (V12's grid)
+    and _CONTRACT for a power compared with the contracted capacity."""
     ch = channel(obis)
-    if (
-        ch.cls is not _REGISTER
-        or kind in _CLOCKED
-        or (ch.group is not None and kind in _FROZEN)
-        or (unit != ch.unit and ch.known)
-    ):
+    if kind in _CLOCKED or (unit != ch.unit and ch.known):
         return 0
-    return 2 if kind == "curve" else 1
+    if ch.cls is _REGISTER and not (ch.group is not None and kind in _FROZEN):
+        code = _REGISTER_CODE
+    elif ch.cls is _POWER:
+        code = _POWER_CODE | (_CONTRACT if ch.contract else 0)
+    else:
+        return 0
+    return code | (_CURVE if kind == "curve" else 0)
 
 
-def _plain_meter(info: MeterInfo, c: _Compiled) -> tuple[int, float]:
+def _plain_meter(info: MeterInfo, c: _Compiled) -> tuple[int, float, bool]:
     """A meter's screen entry (see :meth:`InlineValidator._screen_meters`)."""
     if c.flag_unknown and not info.in_archive:
         return _NOT_PLAIN
     if not info.starts:
-        return (-(2**62), float(c.default_kw))
+        return (-(2**62), float(c.default_kw), False)
     settings = info.settings[-1]
     if not settings.active:
         return _NOT_PLAIN
-    return (info.starts[-1], float(settings.rating_kw * c.margin))
+    rating = float(settings.rating_kw * c.margin)
+    return (info.starts[-1], rating, settings.contract_kw is not None)
+
+
+def _one(index: int) -> Callable[[Sequence[Any]], tuple[Any]]:
+    """``itemgetter`` of one index, returning a 1-tuple as ``itemgetter`` of several does."""
+    return lambda column: (column[index],)
 
 
 def _or(mask: Any, more: Any) -> Any:

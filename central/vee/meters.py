@@ -78,12 +78,19 @@ def load_meter_info(conn: Connection, meter_ids: Iterable[str]) -> dict[str, Met
     wanted = sorted(set(meter_ids))
     if not wanted:
         return {}
-    archived = set(conn.execute(select(meters.c.meter).where(meters.c.meter.in_(wanted))).scalars())
+    # Plain driver SQL for the two lookups by name (a consumer starting cold asks for
+    # thousands at once; an expanding IN of that many costs more to compile than to run).
+    archived = _present(conn, meters.name, wanted)
+    with_settings = sorted(_present(conn, vee_meter_settings.name, wanted))
     rows: dict[str, list[MeterSettings]] = {}
-    for r in conn.execute(
-        select(vee_meter_settings)
-        .where(vee_meter_settings.c.meter.in_(wanted))
-        .order_by(vee_meter_settings.c.meter, vee_meter_settings.c.effective_from)
+    for r in (
+        conn.execute(
+            select(vee_meter_settings)
+            .where(vee_meter_settings.c.meter.in_(with_settings))
+            .order_by(vee_meter_settings.c.meter, vee_meter_settings.c.effective_from)
+        )
+        if with_settings
+        else ()
     ):
         rows.setdefault(r.meter, []).append(
             MeterSettings(
@@ -104,8 +111,23 @@ def load_meter_info(conn: Connection, meter_ids: Iterable[str]) -> dict[str, Met
             tuple(rows.get(m, ())),
             tuple(utc_micros(s.effective_from) for s in rows.get(m, ())),
         )
+        if m in rows
+        else MeterInfo(m, m in archived)
         for m in wanted
     }
+
+
+def _present(conn: Connection, table: str, wanted: list[str]) -> set[str]:
+    """Which of ``wanted`` appear in ``table.meter`` (``table`` is one of ours)."""
+    if conn.dialect.name == "postgresql":
+        sql = f"SELECT DISTINCT meter FROM {table} WHERE meter = ANY(%(wanted)s)"
+        return {row[0] for row in conn.exec_driver_sql(sql, {"wanted": wanted})}
+    found: set[str] = set()
+    for start in range(0, len(wanted), 500):
+        part = wanted[start : start + 500]
+        sql = f"SELECT DISTINCT meter FROM {table} WHERE meter IN ({', '.join('?' * len(part))})"
+        found.update(row[0] for row in conn.exec_driver_sql(sql, tuple(part)))
+    return found
 
 
 def set_meter_settings(
