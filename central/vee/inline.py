@@ -517,16 +517,26 @@ class InlineValidator:
         register = (codes & _REGISTER_CODE) != 0
         if register.any():
             bad |= register & self._screen_registers(keys, same, us, value, values, since, kw)
-        # What the cache will hold of each settled register (its last reading wins),
-        # applied once the batch is done (_remember).
-        settled = zip(keys, zip(us_list, values, us_list, floats, strict=True), strict=True)
-        if not bad.any():
-            batch.screened = settled if register.all() else compress(settled, register.tolist())
-            return []
-        left = {keys[i] for i in np.flatnonzero(bad).tolist()}
-        slow = np.fromiter(map(left.__contains__, keys), np.bool_, n)
-        batch.screened = compress(settled, (register & ~slow).tolist())
-        return np.flatnonzero(slow).tolist()
+        slow = None
+        if bad.any():
+            left = {keys[i] for i in np.flatnonzero(bad).tolist()}
+            slow = np.fromiter(map(left.__contains__, keys), np.bool_, n)
+        # What the cache will hold of each settled register: its last reading in the batch
+        # (applied once the batch is done, _remember).
+        last_of_run = np.fromiter(chain(map(not_, same), (True,)), np.bool_, n)
+        keep = register & last_of_run if slow is None else register & last_of_run & ~slow
+        if keep.all():
+            batch.screened = zip(
+                keys, zip(us_list, values, us_list, floats, strict=True), strict=True
+            )
+        else:
+            mask = keep.tolist()
+            kept_us = list(compress(us_list, mask))
+            entries = zip(
+                kept_us, compress(values, mask), kept_us, compress(floats, mask), strict=True
+            )
+            batch.screened = zip(compress(keys, mask), entries, strict=True)
+        return [] if slow is None else np.flatnonzero(slow).tolist()
 
     def _screen_registers(
         self,
