@@ -110,8 +110,6 @@ _SECOND: Final = itemgetter(1)
 _THIRD: Final = itemgetter(2)
 _FOURTH: Final = itemgetter(3)
 _NAN: Final = float("nan")
-#: Readings per part of the screen: numpy keeps the GIL on arrays up to 500 long.
-_PART: Final = 500
 
 
 class _Compiled:
@@ -465,8 +463,8 @@ class InlineValidator:
 
     def _screen(self, cols: ReadingColumns, batch: _Batch, now_us: int) -> list[int] | None:
         """Settle the plain registers and power readings of the batch a column at a time;
-        the indices left for the loop, or None when the batch is not in key order: the
-        loop then does it all.
+        the indices left for the loop, or None when the screen can take none of them (a
+        batch not in key order, or of no plain channel): the loop then does it all.
 
         A key (meter, obis) is settled here when every reading of it in the batch is of a
         known register or power channel in its own unit, not an instant reading nor a
@@ -483,12 +481,12 @@ class InlineValidator:
         monotonic in the decimal it rounds, so a strict float inequality holds for the
         decimals too; equal floats of different values, and anything within a relative
         10⁻¹² of a limit (or of the values' rounding), go to the loop, which decides in
-        ``Decimal``. The batch is screened in parts of about :data:`_PART` readings (cut
-        between keys): numpy gives the GIL up in every operation on a longer array, and
-        in the ingest process the verify thread then holds it until asked — 40 such waits
-        a transaction cost more than the screen itself."""
-        us_list = cols.micros
+        ``Decimal``."""
+        us_list, values = cols.micros, cols.value
         n = len(us_list)
+        codes = self._screen_channels(cols)
+        if codes is None:
+            return None
         keys = list(zip(cols.meter, cols.obis, strict=True))
         # Key order: each key's readings together (as many runs as keys), times rising.
         same = list(map(eq, keys[1:], keys))  # same[j]: reading j + 1 continues j's key
@@ -497,54 +495,18 @@ class InlineValidator:
             or not all(compress(map(gt, us_list[1:], us_list), same))
         ):
             return None
-        left: list[int] = []
-        parts: list[Any] = []
-        start = 0
-        while start < n:
-            end = min(start + _PART, n)
-            while end < n and same[end - 1]:  # not inside a key's run
-                end += 1
-            part = self._screen_part(cols, start, end, keys, same, now_us)
-            if part is None:
-                left.extend(range(start, end))
-            else:
-                left.extend(part[0])
-                parts.append(part[1])
-            start = end
-        batch.screened = chain.from_iterable(parts)
-        return left
-
-    def _screen_part(
-        self,
-        cols: ReadingColumns,
-        start: int,
-        end: int,
-        all_keys: list[tuple[str, str]],
-        all_same: list[bool],
-        now_us: int,
-    ) -> tuple[list[int], Iterable[tuple[tuple[str, str], Any]]] | None:
-        """:meth:`_screen` of readings ``start:end`` (whole runs): the indices left for the
-        loop and the cache entries of the settled registers; None when it settles none."""
-        us_list, values = cols.micros[start:end], cols.value[start:end]
-        n = end - start
-        codes = self._screen_channels(
-            cols.obis[start:end], cols.kind[start:end], cols.unit[start:end]
-        )
-        if codes is None:
-            return None
-        keys, same = all_keys[start:end], all_same[start : end - 1]
         us = np.fromiter(us_list, np.int64, n)
         latest = int(us.max())
         _, high, c = self._segment(int(us.min()))
         if latest >= high:
-            return None  # parameters change inside the part
+            return None  # parameters change inside the batch
         bad = codes == 0
         if latest > now_us + c.quarantine_us:  # V3: in the future
             bad |= us > now_us + c.quarantine_us
         curve = (codes & _CURVE) != 0
         if curve.any():  # V12: curve points off the grid
             bad |= curve & (us % c.interval_us != 0)
-        since, kw, contract, not_plain = self._screen_meters(cols.meter[start:end], c)
+        since, kw, contract, not_plain = self._screen_meters(cols.meter, c)
         bad |= not_plain
         floats = list(map(float, values))
         value = np.fromiter(floats, np.float64, n)
@@ -557,19 +519,24 @@ class InlineValidator:
             bad |= register & self._screen_registers(keys, same, us, value, values, since, kw)
         slow = None
         if bad.any():
-            held = {keys[i] for i in np.flatnonzero(bad).tolist()}
-            slow = np.fromiter(map(held.__contains__, keys), np.bool_, n)
-            if slow.all():
-                return None
-        # What the cache will hold of each settled register: its last reading in the part
+            left = {keys[i] for i in np.flatnonzero(bad).tolist()}
+            slow = np.fromiter(map(left.__contains__, keys), np.bool_, n)
+        # What the cache will hold of each settled register: its last reading in the batch
         # (applied once the batch is done, _remember).
         last_of_run = np.fromiter(chain(map(not_, same), (True,)), np.bool_, n)
         keep = register & last_of_run if slow is None else register & last_of_run & ~slow
-        mask = keep.tolist()
-        kept_us = list(compress(us_list, mask))
-        entries = zip(kept_us, compress(values, mask), kept_us, compress(floats, mask), strict=True)
-        settled = zip(compress(keys, mask), entries, strict=True)
-        return ([] if slow is None else (np.flatnonzero(slow) + start).tolist()), settled
+        if keep.all():
+            batch.screened = zip(
+                keys, zip(us_list, values, us_list, floats, strict=True), strict=True
+            )
+        else:
+            mask = keep.tolist()
+            kept_us = list(compress(us_list, mask))
+            entries = zip(
+                kept_us, compress(values, mask), kept_us, compress(floats, mask), strict=True
+            )
+            batch.screened = zip(compress(keys, mask), entries, strict=True)
+        return [] if slow is None else np.flatnonzero(slow).tolist()
 
     def _screen_registers(
         self,
@@ -639,20 +606,18 @@ class InlineValidator:
                 )
         return bool(need_meters or need)
 
-    def _screen_channels(
-        self, obis: Sequence[str], kind: Sequence[str], unit: Sequence[str | None]
-    ) -> Any:
+    def _screen_channels(self, cols: ReadingColumns) -> Any:
         """Each reading's :func:`_combo` code (numpy), or None when every code is 0 (the
         screen can settle nothing)."""
         combos = self._combos
-        n = len(obis)
-        if len(set(obis)) == len(set(kind)) == len(set(unit)) == 1:
-            triple = (obis[0], kind[0], unit[0])
+        n = len(cols.obis)
+        if len(set(cols.obis)) == len(set(cols.kind)) == len(set(cols.unit)) == 1:
+            triple = (cols.obis[0], cols.kind[0], cols.unit[0])
             code = combos.get(triple)
             if code is None:
                 code = combos[triple] = _combo(*triple)
             return np.full(n, code, np.int8) if code else None
-        triples = list(zip(obis, kind, unit, strict=True))
+        triples = list(zip(cols.obis, cols.kind, cols.unit, strict=True))
         found = list(map(combos.get, triples))
         if any(map(is_, found, repeat(None))):
             for j, triple in enumerate(triples):
