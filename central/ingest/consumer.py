@@ -292,6 +292,15 @@ class IngestConsumer:
         # Verified groups waiting for the store thread; bounded so verification cannot run
         # far ahead of the database (the deliveries stay unacknowledged meanwhile).
         self._verified: queue.Queue[_Group | None] = queue.Queue(maxsize=2)
+        # The store thread holds this through the in-line VEE pass, and the verify thread
+        # takes it between messages: the two Python-bound stages share one GIL anyway, and
+        # VEE's numpy calls give the GIL up on every array — with the verify thread running
+        # the store thread then waited up to a switch interval for it each time
+        # (docs/central-ingest.md). Pausing verification for those milliseconds loses
+        # nothing: the GIL was busy either way.
+        self._exclusive = threading.Lock()
+        if store.validator is not None:
+            store.exclusive = self._exclusive
         self._client = self._make_client()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -521,6 +530,8 @@ class IngestConsumer:
     def _verify_stage(self, deliveries: Sequence[_Delivery]) -> _Group:
         group = _Group()
         for delivery in deliveries:
+            with self._exclusive:  # not while the store thread runs VEE
+                pass
             if _topic_kind(delivery.message.topic) == "batch":
                 group.batches.append(self._verify_batch(delivery))
             else:

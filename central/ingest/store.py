@@ -34,8 +34,10 @@ SQLAlchemy's.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -323,6 +325,9 @@ class IngestStore:
         NULL, for ``central vee pending`` to catch up)."""
         self.engine = engine
         self.validator = validator
+        # Held around the in-line VEE pass (see IngestConsumer: its verify thread waits on
+        # it between messages, so VEE's numpy work never waits for the GIL).
+        self.exclusive: AbstractContextManager[Any] = contextlib.nullcontext()
         self._dialect = engine.dialect.name
         if self._dialect not in ("sqlite", "postgresql"):
             raise ValueError(f"unsupported database backend {self._dialect!r}")
@@ -778,7 +783,9 @@ class IngestStore:
         if self.validator is None or not rows:
             return None, None
         mark = conn.execute(select(func.coalesce(func.max(vee_exceptions.c.id), 0))).scalar()
-        statuses = self.validator.validate(conn, _vee_columns(rows, self._dialect == "sqlite"))
+        columns = _vee_columns(rows, self._dialect == "sqlite")
+        with self.exclusive:
+            statuses = self.validator.validate(conn, columns)
         return statuses, int(mark or 0)
 
     def _settle_validation(
