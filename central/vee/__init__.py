@@ -36,7 +36,7 @@ from central.vee.exceptions import (
     resolve_exception,
     rule_table,
 )
-from central.vee.inline import InlineValidator
+from central.vee.inline import InlineValidator, ReadingColumns
 from central.vee.meters import meter_settings, set_meter_settings
 from central.vee.parameters import RuleSet, load_rule_set, set_parameter
 from central.vee.rerun import rerun, validate_pending
@@ -50,6 +50,7 @@ __all__ = [
     "ExceptionNotFoundError",
     "InlineValidator",
     "InvalidVeeRequestError",
+    "ReadingColumns",
     "RuleSet",
     "Severity",
     "Status",
