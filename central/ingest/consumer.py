@@ -564,7 +564,7 @@ class IngestConsumer:
             if not isinstance(batch, RecordBatch | ColumnarBatch):  # topic= guarantees it
                 raise TypeError(f"{type(batch).__name__} on a batch topic")
             outcome.batch = batch
-            # Rows (and VEE's view of them) are made here, in parallel with the writer.
+            # Rows are made here, in parallel with the writer.
             # A batch the store cannot take is left for the store stage to refuse.
             with contextlib.suppress(InvalidBatchError):
                 outcome.prepared = self.store.prepare(batch)
