@@ -8,9 +8,10 @@
 batch's rows in driver form, sorted by key, as columns (``central.ingest.store``'s
 ``_vee_columns``; SQLite's values stay text) — the timing includes making the columns.
 ``--form objects`` hands it ``shared_protocol.wire.WireReading`` objects (what
-``central vee pending``/``rerun`` and the tests do). Readings are for ``--meters`` meters (default 2 040: one concentrator's archive), all in the archive,
-in batches of ``--batch`` (500, the uplink's batch size), each quantity in rising time as a
-draining backlog delivers them. Mixes:
+``central vee pending``/``rerun`` and the tests do). Readings are for ``--meters`` meters
+(default 2 040: one concentrator's archive), all in the archive, in batches of ``--batch``
+(500, the uplink's batch size), each quantity in rising time as a draining backlog
+delivers them. Mixes:
 
 * ``register`` — 15-minute register curve ``1-0:1.8.0`` (Decimal increment, V7/V8/V9 per
   reading);
