@@ -35,7 +35,13 @@ E1 = "1-0:1.8.1"  # its tariff 1 (a register in E's freeze block)
 X = "1-0:2.8.0"  # export energy total (another register)
 P = "1-0:16.7.0"  # active power
 V = "1-0:32.7.0"  # voltage
-UNITS = {E: "kWh", E1: "kWh", X: "kWh", P: "kW", V: "V"}
+Q = "1-0:3.8.0"  # reactive import, frozen in tariff blocks only (Q1…Q4 its tariffs)
+UNITS = {E: "kWh", E1: "kWh", X: "kWh", P: "kW", V: "V"} | {
+    f"1-0:3.8.{t}": "kvarh" for t in range(5)
+}
+#: Off the sum of its tariffs, a block's total (tariffs of ~100 kvarh each): V10 allows
+#: 0.02 kvarh or 0.5 % of the total (~2 kvarh).
+BLOCK_OFFSETS = st.sampled_from(["0", "0", "0", "0.02", "0.021", "1.9", "2.1", "-2.1", "50"])
 NOW = T0 + timedelta(days=3)
 T0_US = int(T0.timestamp()) * 1_000_000
 # The default rating: 60 A × 220 V × 1.2 = 15.84 kW, so 3.96 kWh a quarter hour (vee_support).
@@ -105,6 +111,12 @@ def batches(draw: st.DrawFn) -> list[list[dict[str, Any]]]:
          "unit": UNITS[o], "kind": "curve"}
         for m in METER_KINDS for o in (E, X)
     ]  # fmt: skip
+    warm += [
+        {"meter": m, "obis": f"1-0:3.8.{t}", "slot": 0, "offset": 0,
+         "value": Decimal(400 if t == 0 else 100), "text": None, "unit": "kvarh",
+         "kind": "daily"}
+        for m in METER_KINDS for t in range(5)
+    ]  # fmt: skip
     out: list[list[dict[str, Any]]] = [warm]
     registers: dict[tuple[str, str], Decimal] = {(w["meter"], w["obis"]): w["value"] for w in warm}
     slot = draw(st.integers(1, 3))
@@ -153,6 +165,23 @@ def batches(draw: st.DrawFn) -> list[list[dict[str, Any]]]:
                     "unit": unit,
                     "kind": kind,
                 }
+        for _ in range(draw(st.integers(0, 2))):  # freeze blocks: a total and its tariffs
+            meter = draw(st.sampled_from(meters))
+            at = slot + draw(st.sampled_from([0, 1, 2]))
+            members = sorted(draw(st.sets(st.integers(1, 4), min_size=3 if clean else 0)))
+            if not clean or draw(st.integers(0, 4)):
+                members = [1, 2, 3, 4]
+            tariffs = []
+            for t in members:
+                before = registers.get((meter, f"1-0:3.8.{t}"), Decimal(100))
+                tariffs.append(before + Decimal(draw(SMALL_STEPS)))
+                registers[meter, f"1-0:3.8.{t}"] = tariffs[-1]
+            total = sum(tariffs, Decimal(0)) + Decimal(draw(BLOCK_OFFSETS))
+            for t, value in [(0, total), *zip(members, tariffs, strict=True)]:
+                batch[meter, f"1-0:3.8.{t}", at] = {
+                    "meter": meter, "obis": f"1-0:3.8.{t}", "slot": at, "offset": 0,
+                    "value": value, "text": None, "unit": "kvarh", "kind": "daily",
+                }  # fmt: skip
         slot += draw(st.sampled_from([1, 2, 4, 5]))
         out.append(list(batch.values()))
     if draw(st.booleans()):  # a reading far in the future (V3)

@@ -105,6 +105,7 @@ _REGISTER_CODE: Final = 1
 _POWER_CODE: Final = 2
 _CURVE: Final = 4
 _CONTRACT: Final = 8
+_FREEZE: Final = 16
 _FIRST: Final = itemgetter(0)
 _SECOND: Final = itemgetter(1)
 _THIRD: Final = itemgetter(2)
@@ -517,10 +518,25 @@ class InlineValidator:
         register = (codes & _REGISTER_CODE) != 0
         if register.any():
             bad |= register & self._screen_registers(keys, same, us, value, values, since, kw)
+        freeze = np.flatnonzero((codes & _FREEZE) != 0).tolist()
+        groups: dict[tuple[str, str], list[int]] = {}
+        if freeze:
+            groups = self._screen_blocks(cols, freeze, us_list, floats, c, bad)
         slow = None
-        if bad.any():
+        while bad.any():
             left = {keys[i] for i in np.flatnonzero(bad).tolist()}
             slow = np.fromiter(map(left.__contains__, keys), np.bool_, n)
+            # A freeze block is checked whole, where its members are: one member in the
+            # loop takes its meter's whole group of tariff registers there.
+            spread = [
+                i
+                for members in groups.values()
+                if slow[members].any() and not slow[members].all()
+                for i in members
+            ]
+            if not spread:
+                break
+            bad[spread] = True
         # What the cache will hold of each settled register: its last reading in the batch
         # (applied once the batch is done, _remember).
         last_of_run = np.fromiter(chain(map(not_, same), (True,)), np.bool_, n)
@@ -537,6 +553,50 @@ class InlineValidator:
             )
             batch.screened = zip(compress(keys, mask), entries, strict=True)
         return [] if slow is None else np.flatnonzero(slow).tolist()
+
+    def _screen_blocks(
+        self,
+        cols: ReadingColumns,
+        freeze: list[int],
+        us_list: Sequence[int],
+        floats: list[float],
+        c: _Compiled,
+        bad: Any,
+    ) -> dict[tuple[str, str], list[int]]:
+        """V10 on the freeze blocks of the batch (a total and its tariff registers at one
+        time): a block all in the batch whose tariffs clearly add up to its total passes,
+        as does a total alone of a meter known to freeze no tariffs; any other block marks
+        its readings in ``bad``. Returns each (meter, block's total)'s freeze readings."""
+        meter, obis = cols.meter, cols.obis
+        channels = self._channels
+        blocks: dict[tuple[str, str, int], dict[int, int]] = {}
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i in freeze:
+            ch = channels.get(obis[i])
+            if ch is None:
+                ch = channels[obis[i]] = channel(obis[i])
+            assert ch.group is not None  # _FREEZE is only given to block members
+            blocks.setdefault((meter[i], ch.group, us_list[i]), {})[ch.tariff] = i
+            groups.setdefault((meter[i], ch.group), []).append(i)
+        tolerance_kwh = float(c.tolerance_kwh) * (1 - 1e-12)
+        share = float(c.tolerance_pct) / 100 * (1 - 1e-12)
+        tariffed = self._tariffed
+        failed: list[int] = []
+        for (m, total, _), members in blocks.items():
+            if len(members) == 5:
+                values = [floats[members[t]] for t in _BLOCK]
+                difference = abs(values[1] + values[2] + values[3] + values[4] - values[0])
+                slack = 1e-14 * sum(map(abs, values))  # the floats' rounding, generously
+                worst = difference + slack
+                if worst <= tolerance_kwh or worst <= (abs(values[0]) - slack) * share:
+                    tariffed[m, total] = True  # as the loop learns it
+                    continue
+            elif len(members) == 1 and 0 in members and tariffed.get((m, total)) is False:
+                continue  # a meter that freezes its total alone: nothing to add up
+            failed.extend(members.values())
+        if failed:
+            bad[failed] = True
+        return groups
 
     def _screen_registers(
         self,
@@ -1074,13 +1134,14 @@ class _Batch:
 
 def _combo(obis: str, kind: str, unit: str | None) -> int:
     """How the screen treats readings of (obis, kind, unit): 0 leaves them to the loop,
-    else the bits _REGISTER_CODE or _POWER_CODE, with _CURVE for curve points (V12's grid)
-    and _CONTRACT for a power compared with the contracted capacity."""
+    else the bits _REGISTER_CODE or _POWER_CODE, with _CURVE for curve points (V12's grid),
+    _FREEZE for a register frozen in a tariff block (V10) and _CONTRACT for a power compared
+    with the contracted capacity."""
     ch = channel(obis)
     if kind in _CLOCKED or (unit != ch.unit and ch.known):
         return 0
-    if ch.cls is _REGISTER and not (ch.group is not None and kind in _FROZEN):
-        code = _REGISTER_CODE
+    if ch.cls is _REGISTER:
+        code = _REGISTER_CODE | (_FREEZE if ch.group is not None and kind in _FROZEN else 0)
     elif ch.cls is _POWER:
         code = _POWER_CODE | (_CONTRACT if ch.contract else 0)
     else:
