@@ -82,8 +82,7 @@ def run(directory: Path, batch_size: int, seconds: float) -> dict[str, float]:
                     rows += 1
             commits += 1
         elapsed = time.perf_counter() - start
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    _remove_database(path)
     return {
         "rows_per_s": rows / elapsed,
         "commits_per_s": commits / elapsed,
@@ -167,8 +166,7 @@ def one_day(
         elapsed = time.perf_counter() - start
         size = log.size_bytes()
     after = _written_bytes()
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    _remove_database(path)
     return {
         "records": records,
         "seconds": elapsed,
@@ -199,6 +197,13 @@ class _FakeTime:
 
     def monotonic(self) -> float:
         return self._furthest
+
+
+def _remove_database(*paths: Path | str) -> None:
+    """Delete SQLite files with their -wal and -shm (each run starts from nothing)."""
+    for path in paths:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def _fill_history(log: Any, ledger: Any, archive: Any, start: datetime, zone: str) -> None:
@@ -442,9 +447,7 @@ def agent_day(
         log.close()
         ledger.close()
         archive.close()
-    for path in (log_path, ledger_path):
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    _remove_database(log_path, ledger_path)
     return {
         "records": records,
         "raw_frames": frames,

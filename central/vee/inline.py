@@ -296,12 +296,6 @@ class ReadingColumns(Sequence[Any]):
             moments[us] = from_utc_micros(us)
         return list(map(moments.__getitem__, micros))
 
-    def _moment(self, micros: int) -> datetime:
-        moment = self._moments.get(micros)
-        if moment is None:
-            moment = self._moments[micros] = from_utc_micros(micros)
-        return moment
-
 
 class InlineValidator:
     """Validates batches of readings as they are stored (see the module docstring).
@@ -568,13 +562,10 @@ class InlineValidator:
         as does a total alone of a meter known to freeze no tariffs; any other block marks
         its readings in ``bad``. Returns each (meter, block's total)'s freeze readings."""
         meter, obis = cols.meter, cols.obis
-        channels = self._channels
         blocks: dict[tuple[str, str, int], dict[int, int]] = {}
         groups: dict[tuple[str, str], list[int]] = {}
         for i in freeze:
-            ch = channels.get(obis[i])
-            if ch is None:
-                ch = channels[obis[i]] = channel(obis[i])
+            ch = channel(obis[i])
             assert ch.group is not None  # _FREEZE is only given to block members
             blocks.setdefault((meter[i], ch.group, us_list[i]), {})[ch.tariff] = i
             groups.setdefault((meter[i], ch.group), []).append(i)
@@ -648,22 +639,10 @@ class InlineValidator:
             if meter not in meters:
                 need_meters.add(meter)
             key = (meter, obis)
-            if key not in last and key not in need:
-                ch = self._channels.get(obis)
-                if ch is None:
-                    ch = self._channels[obis] = channel(obis)
-                if ch.cls is _REGISTER:
-                    need[key] = cols.micros[i]  # its first reading here (key order)
-        if need_meters:
-            meters.update(load_meter_info(conn, need_meters))
-            _bound(meters, self.cache_size)
-        if need:
-            found = fetch_previous(conn, need)
-            for key in need:
-                previous = found.get(key)
-                last[key] = (
-                    _NO_PREVIOUS if previous is None else (*previous, -1, float(previous[1]))
-                )
+            if key not in last and key not in need and channel(obis).cls is _REGISTER:
+                need[key] = cols.micros[i]  # its first reading here (key order)
+        self._load_meters(conn, need_meters)
+        last.update(self._previous_values(conn, need))
         return bool(need_meters or need)
 
     def _screen_channels(self, cols: ReadingColumns) -> Any:
@@ -715,17 +694,31 @@ class InlineValidator:
         return since, kw, contract, np.fromiter(map(is_, entries, repeat(_NOT_PLAIN)), np.bool_, n)
 
     def _fetch(self, conn: Connection, batch: _Batch) -> None:
-        if batch.need_meters:
-            self._meters.update(load_meter_info(conn, batch.need_meters))
+        self._load_meters(conn, batch.need_meters)
+        for key in batch.need:
+            batch.state.pop(key, None)  # the "waiting" marks
+        batch.base.update(self._previous_values(conn, batch.need))
+
+    def _load_meters(self, conn: Connection, names: set[str]) -> None:
+        """The meters ``names`` into the meter cache (one lookup for all)."""
+        if names:
+            self._meters.update(load_meter_info(conn, names))
             _bound(self._meters, self.cache_size)
-        if batch.need:
-            found = fetch_previous(conn, batch.need)
-            for key in batch.need:
-                batch.state.pop(key, None)  # the "waiting" marks
-                previous = found.get(key)
-                batch.base[key] = (
-                    _NO_PREVIOUS if previous is None else (*previous, -1, float(previous[1]))
-                )
+
+    def _previous_values(
+        self, conn: Connection, need: dict[tuple[str, str], int]
+    ) -> dict[tuple[str, str], tuple[Any, ...]]:
+        """Cache entries for the registers in ``need``: each one's newest accepted value
+        before the given µs (one query for all), or "no previous value"."""
+        if not need:
+            return {}
+        found = fetch_previous(conn, need)
+        return {
+            key: _NO_PREVIOUS
+            if (previous := found.get(key)) is None
+            else (*previous, -1, float(previous[1]))
+            for key in need
+        }
 
     def _refresh(self, conn: Connection) -> None:
         moment = time.monotonic()
