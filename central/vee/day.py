@@ -74,6 +74,7 @@ CHANNEL_LOOKBACK: Final = timedelta(days=7)
 _INFO: Final = Severity.INFORMATION.value
 _ISSUE: Final = Severity.ISSUE.value
 _HOUR: Final = Decimal(3600)
+MIDNIGHT: Final = time(0)
 
 
 def day_window(day: date, zone: str = DEFAULT_ZONE) -> tuple[datetime, datetime]:
@@ -247,16 +248,14 @@ def _load(
                 readings.c.ts >= start - interval,
                 readings.c.ts <= end,
             )
-        ):
-            if row.obis not in channels.get(row.meter, ()):
+        ).all():
+            meter, obis, ts, value, status = row
+            if obis not in channels.get(meter, ()):
                 continue
-            offset = row.ts - start
-            if offset % interval:
+            slot, off_grid = divmod(ts - start, interval)
+            if off_grid:
                 continue  # off the grid: V12 held it already
-            points.setdefault((row.meter, row.obis), {})[offset // interval] = (
-                row.value,
-                row.vee_status,
-            )
+            points.setdefault((meter, obis), {})[slot] = (value, status)
     history = params.integer("V5", "history_days") + params.integer("V6", "sustained_days") + 1
     freezes: dict[tuple[str, str], dict[date, Decimal]] = {}
     held_freezes: set[tuple[str, date]] = set()
@@ -270,12 +269,13 @@ def _load(
             readings.c.ts >= start - timedelta(days=history),
             readings.c.ts <= end,
         )
-    ):
-        local = row.ts.astimezone(tz)
-        if local.time() == time(0):
-            freezes.setdefault((row.meter, row.obis), {})[local.date()] = row.value
-            if row.vee_status == "failed" and row.obis == IMPORT_TOTAL:
-                held_freezes.add((row.meter, local.date()))
+    ).all():
+        meter, obis, ts, value, status = row
+        local = ts.astimezone(tz)
+        if local.time() == MIDNIGHT:
+            freezes.setdefault((meter, obis), {})[local.date()] = value
+            if status == "failed" and obis == IMPORT_TOTAL:
+                held_freezes.add((meter, local.date()))
     sustained = params.integer("V6", "sustained_days")
     events: dict[str, list[Any]] = {}
     for row in conn.execute(
