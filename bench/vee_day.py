@@ -3,6 +3,7 @@
     python bench/vee_day.py                         # 10 000 meters, SQLite file
     python bench/vee_day.py --backend postgresql    # central on PostgreSQL
     python bench/vee_day.py --meters 2040 --json
+    python bench/vee_day.py --backend postgresql --workers 2
 
 The day close runs the meter-day rules (V1 completeness, V4–V6 use against history, V10,
 V13–V15) and estimation for one local day, after the in-line pass has validated the
@@ -18,8 +19,8 @@ would have left them, ``vee_status = 'valid'``):
 * gaps: ``--short-gaps`` of the meters miss 1–4 quarters of the day (LIN), ``--long-gaps``
   miss 8–24 (REG: the like day's shape scaled to the freeze delta).
 
-Timed: ``close_day(engine, day)`` on every meter (it finds them itself), then the figure
-is curve points closed per second. In the same run, the floor: reading what the day close
+Timed: ``close_day(engine, day, workers=N)`` on every meter (it finds them itself), then
+the figure is curve points closed per second. In the same run, the floor: reading what the day close
 reads (the day's curve points and the freeze history; not the like days of the few
 meters with gaps) with the same queries' shape and nothing else. Reference (``../shared/reference/
 central.md`` (d)): VEE of 10 M meters × 96 points in ≤ 20 min on a 16-core node, i.e.
@@ -183,7 +184,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             floor_s, floor_rows = read_floor(engine)
             started = time.perf_counter()
-            summary = close_day(engine, DAY, zone=ZONE)
+            summary = close_day(engine, DAY, zone=ZONE, workers=args.workers)
             close_s = time.perf_counter() - started
             with engine.connect() as conn:
                 estimates = conn.execute(
@@ -196,6 +197,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     points = summary["expected"]
     return {
         "backend": args.backend,
+        "workers": args.workers,
         "meters": summary["meters"],
         "points": points,
         "received": summary["received"],
@@ -222,6 +224,7 @@ def main() -> None:
     )
     parser.add_argument("--long-gaps", type=float, default=0.01, help="share with a 2–6 h gap")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="close_day's processes")
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES)
     parser.add_argument("--json", action="store_true")
@@ -230,7 +233,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"VEE day close, {result['backend']}, {result['machine']}")
+    print(f"VEE day close, {result['backend']}, {result['workers']} worker(s), {result['machine']}")
     print(
         f"  {result['meters']:,} meters, {result['points']:,} curve points "
         f"({result['received']:,} received); gaps {result['gaps']['short_gaps']} short, "

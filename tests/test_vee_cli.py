@@ -50,6 +50,10 @@ def test_a_day_of_work_from_the_command_line(url: str) -> None:
     assert code == 0 and json.loads(out)["statuses"] == {"failed": 1, "valid": 96}
     code, out = run(url, "close-day", DAY.isoformat())
     assert code == 0 and "95/96 points; estimated LIN 1" in out
+    code, again = run(url, "close-day", DAY.isoformat(), "--workers", "2")
+    assert code == 0 and again == out
+    code, refused = run(url, "close-day", DAY.isoformat(), "--workers", "0")
+    assert code == 2 and "--workers" in refused
     code, out = run(url, "exceptions", "--open", "--json")
     listed = json.loads(out)
     assert [e["rule"] for e in listed] == ["V7", "V1"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from decimal import Decimal
+from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, func, select
 from vee_support import (
     DAY,
@@ -23,8 +25,9 @@ from vee_support import (
     status_of,
 )
 
+from central.db import make_engine
 from central.db.schema import readings
-from central.db.vee_tables import estimated_readings
+from central.db.vee_tables import estimated_readings, vee_exceptions
 from central.vee import close_day, list_exceptions, override_exception
 
 pytest_plugins = ["central_fixtures"]
@@ -226,3 +229,53 @@ def test_closing_a_day_again_keeps_its_outcome(engine: Engine) -> None:
         override_exception(conn, held["id"], by="ops", reason="party")
     summary = close_day(engine, DAY + timedelta(days=1), meters=["m1"])
     assert summary["exceptions"].get("V5") == 1
+
+
+def _outcome(engine: Engine) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """The day's open exceptions and estimates, without ids and times of writing."""
+    with engine.connect() as conn:
+        raised = sorted(
+            (r.meter, r.obis or "", r.ts, r.rule, r.severity, str(r.value_before), repr(r.detail))
+            for r in conn.execute(select(vee_exceptions).where(vee_exceptions.c.status == "open"))
+        )
+        made = sorted(
+            (r.meter, r.obis, r.ts, r.value, r.method)
+            for r in conn.execute(select(estimated_readings))
+        )
+    return raised, made
+
+
+def test_close_day_in_worker_processes_gives_the_one_process_outcome(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """workers=3 splits the meters (chunks of 2 here, so 9 meters are 5 chunks) across
+    processes; the summary, exceptions and estimates equal those of one process."""
+    monkeypatch.setattr("central.vee.day.METERS_PER_CHUNK", 2)
+    names = [f"m{n}" for n in range(9)]
+    feed = Feed(engine, names)
+    first = DAY - timedelta(days=28)
+    history = ["20" if (first + timedelta(days=n)).weekday() >= 5 else "10" for n in range(28)]
+    for n, meter in enumerate(names):
+        values = rising_values()
+        if n % 3 == 0:
+            values[10 + n] = None  # a quarter missing: LIN
+        if n % 4 == 1:
+            values[50:60] = [None] * 10  # 2½ h missing: like day or left open
+        if n == 5:
+            values[40] = Decimal("2")  # V4 spike
+        closing = "300" if n == 7 else "12.2"  # V5 high (and V10) on m7
+        feed.send_all(curve(meter, DAY, values) + freezes(meter, first, [*history, closing]))
+    alone = close_day(engine, DAY)
+    assert alone["meters"] == 9 and alone["estimated"].get("LIN") == 3
+    assert {"V1", "V4", "V5"} <= set(alone["exceptions"])
+    expected = _outcome(engine)
+    together = close_day(engine, DAY, workers=3)
+    assert together == alone
+    assert _outcome(engine) == expected
+
+
+def test_close_day_refuses_workers_it_cannot_have(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="workers must be 1 or more"):
+        close_day(make_engine(f"sqlite:///{tmp_path / 'x.sqlite3'}"), DAY, workers=0)
+    with pytest.raises(ValueError, match="in-memory SQLite database cannot be shared"):
+        close_day(make_engine("sqlite://"), DAY, workers=2)

@@ -29,10 +29,13 @@ estimates that have a real reading, and readers take the real value first
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -92,22 +95,88 @@ def close_day(
     meters: Sequence[str] | None = None,
     zone: str = DEFAULT_ZONE,
     rules: RuleSet | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Run the meter-day rules and estimation for local ``day`` (all meters with an
     archive entry or readings near the day, or ``meters``). Returns a summary: meters,
     curve channels, points expected / received / estimated by method / left open,
-    exceptions raised by rule."""
-    summary = _Summary(day=day)
+    exceptions raised by rule.
+
+    ``workers`` > 1 closes parts of the meters in that many processes, each with its own
+    connection to the same database. That scales on PostgreSQL; SQLite lets one writer in
+    at a time, so there the parts take turns (same result, no faster). An in-memory SQLite
+    database cannot be shared with other processes."""
+    if workers < 1:
+        raise ValueError(f"workers must be 1 or more, not {workers}")
+    url = engine.url
+    if (
+        workers > 1
+        and url.get_backend_name() == "sqlite"
+        and url.database in (None, "", ":memory:")
+    ):
+        raise ValueError(
+            "close_day: an in-memory SQLite database cannot be shared with worker "
+            "processes; use a database file or workers=1"
+        )
     with engine.connect() as conn:
         ruleset = rules or load_rule_set(conn)
         start, end = day_window(day, zone)
         chosen = sorted(set(meters)) if meters is not None else _meters_of_day(conn, start, end)
+    chunks = [chosen[i : i + METERS_PER_CHUNK] for i in range(0, len(chosen), METERS_PER_CHUNK)]
+    if workers > 1 and len(chunks) > 1:
+        return _close_in_processes(engine, day, zone, chunks, ruleset, workers).as_dict()
+    summary = _Summary(day=day)
     params = ruleset.at(start)
-    for first in range(0, len(chosen), METERS_PER_CHUNK):
-        chunk = chosen[first : first + METERS_PER_CHUNK]
+    for chunk in chunks:
         with engine.begin() as conn:
             _close_chunk(conn, day, zone, chunk, params, summary)
     return summary.as_dict()
+
+
+def _close_in_processes(
+    engine: Engine,
+    day: date,
+    zone: str,
+    chunks: list[list[str]],
+    ruleset: RuleSet,
+    workers: int,
+) -> _Summary:
+    url = engine.url
+    summary = _Summary(day=day)
+    # Parts of a few chunks each, handed out as workers come free: a part of meters with
+    # long gaps (like days to load) does not hold the others back.
+    size = max(1, min(8, len(chunks) // (workers * 4)))
+    parts = [chunks[i : i + size] for i in range(0, len(chunks), size)]
+    context = multiprocessing.get_context("spawn")  # no inherited connections or threads
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(parts)),
+        mp_context=context,
+        initializer=_worker_start,
+        initargs=(url.render_as_string(hide_password=False),),
+    ) as pool:
+        for done in pool.map(partial(_worker_close, day, zone, ruleset), parts):
+            summary.add(done)
+    return summary
+
+
+_worker_engine: Engine | None = None
+
+
+def _worker_start(url: str) -> None:
+    global _worker_engine
+    from central.db import make_engine
+
+    _worker_engine = make_engine(url)
+
+
+def _worker_close(day: date, zone: str, ruleset: RuleSet, chunks: list[list[str]]) -> _Summary:
+    assert _worker_engine is not None, "started by _close_in_processes"
+    summary = _Summary(day=day)
+    params = ruleset.at(day_window(day, zone)[0])
+    for chunk in chunks:
+        with _worker_engine.begin() as conn:
+            _close_chunk(conn, day, zone, chunk, params, summary)
+    return summary
 
 
 @dataclass
@@ -120,6 +189,19 @@ class _Summary:
     estimated: dict[str, int] = field(default_factory=dict)
     not_estimated: int = 0
     exceptions: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: _Summary) -> None:
+        self.meters += other.meters
+        self.channels += other.channels
+        self.expected += other.expected
+        self.received += other.received
+        self.not_estimated += other.not_estimated
+        for mine, theirs in (
+            (self.estimated, other.estimated),
+            (self.exceptions, other.exceptions),
+        ):
+            for key, count in theirs.items():
+                mine[key] = mine.get(key, 0) + count
 
     def as_dict(self) -> dict[str, Any]:
         return {
