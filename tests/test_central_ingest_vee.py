@@ -11,13 +11,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from decimal import Decimal
 
+import pytest
 from sqlalchemy import Engine, select
 from vee_support import GATEWAY, QUARTER, T0, Feed, exceptions, reading, status_of
 
 from central.db.schema import readings
 from central.ingest.store import IncomingBatch, IncomingReading, IngestStore, MeterEntry
 from central.vee import InlineValidator
+from shared_protocol.wire import ColumnarBatch, RecordBatch, WireReading, canonical_json
+from shared_protocol.wire.envelope import _batch_fast
 
 pytest_plugins = ["central_fixtures"]
 
@@ -133,3 +137,57 @@ def test_a_batch_prepared_ahead_is_validated_alike(engine: Engine) -> None:
     assert [status_of(engine, r.meter, r.obis, r.time) for r in series()] == [
         "valid", "valid", "failed", "valid", "failed",
     ]  # fmt: skip
+
+
+def _as_records(batch: list[IncomingReading]) -> tuple[WireReading, ...]:
+    return tuple(
+        WireReading(
+            r.seq, r.meter, r.obis, r.time, Decimal(r.value), r.unit, r.kind, r.source,
+            r.quality, r.read_at,
+        )
+        for r in batch
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("form", ["plain", "records", "columns"])
+def test_v2_two_versions_in_one_batch_through_the_store(engine: Engine, form: str) -> None:
+    """The store keeps one version of a key (the higher seq) before VEE sees the batch, so
+    it tells VEE which keys the batch gave twice with different values: V2 (information)
+    on the kept reading, in each form a batch reaches the store. The same value twice is
+    a re-send: nothing to say; a version in another batch is a correction, not V2 (the
+    batch's V2 stays, as ``withdraw_exceptions`` keeps it)."""
+    store = Store(engine)
+    t1, t2 = T0 + QUARTER, T0 + 2 * QUARTER
+    batch = [
+        replace(r, seq=seq)
+        for seq, r in enumerate(
+            [
+                reading("m1", E, T0, "100"),
+                reading("m1", E, t1, "100.5"),
+                reading("m1", E, t1, "100.50"),  # the same value in other words
+                reading("m1", E, t2, "100.6"),
+                reading("m1", E, t2, "100.7"),  # two versions: the higher seq is kept
+                reading("m2", E, T0, "5"),
+            ],
+            start=1,
+        )
+    ]
+    given: IncomingBatch | RecordBatch | ColumnarBatch
+    if form == "plain":
+        given = IncomingBatch(GATEWAY, 1, 1, 6, batch)
+    else:
+        records = RecordBatch(GATEWAY, 1, 1, 6, _as_records(batch), False, T0)
+        given = records
+        if form == "columns":
+            given = _batch_fast(canonical_json(records.to_wire()), True)
+            assert isinstance(given, ColumnarBatch)
+    [result] = store.store.apply_batches([given])
+    assert result.up_to_seq == 6
+    [raised] = exceptions(engine)
+    assert (raised["rule"], raised["meter"], raised["ts"]) == ("V2", "m1", t2)
+    assert raised["value_before"] == Decimal("100.7")
+    assert raised["detail"]["values"] == ["100.6", "100.7"]
+    assert [status_of(engine, "m1", E, t) for t in (T0, t1, t2)] == ["valid", "valid", "flagged"]
+    store.seq = 6
+    store.send(reading("m1", E, t2, "100.65"))  # a later batch corrects it: no new V2
+    assert [e["rule"] for e in exceptions(engine)] == ["V2"]  # the batch's record stays

@@ -137,6 +137,30 @@ def test_v10_intervals_against_the_daily_freeze(engine: Engine) -> None:
     assert Decimal(raised["detail"]["freeze_delta_kwh"]) == Decimal("25.3")
 
 
+def test_a_failed_point_of_the_next_day_does_not_switch_the_day_off(engine: Engine) -> None:
+    """The next day's 00:00 point is loaded as the day's right-hand anchor; VEE failing it
+    (99 kW > the 15.84 kW single-phase rating: V9) must not stop V10 and the scaling of
+    estimates to the freeze for the day before (found by bench/vee_quality.py)."""
+    feed = Feed(engine, meters=["m1", "m2"])
+    flat = [Decimal("0.952") + Decimal("0.001") * k for k in range(96)]  # Σ × 0.25 = 24 kWh
+    holed: list[Decimal | None] = list(flat)
+    holed[40] = holed[41] = None
+    feed.send_all(curve("m1", DAY, flat) + freezes("m1", DAY, ["30.00"]))  # 25 % off: V10
+    feed.send_all(curve("m2", DAY, holed) + freezes("m2", DAY, ["24.30"]))
+    following = local_midnight(DAY + timedelta(days=1))
+    assert feed.send(*curve("m1", DAY + timedelta(days=1), ["99"])) == ["failed"]
+    assert feed.send(*curve("m2", DAY + timedelta(days=1), ["99"])) == ["failed"]
+    assert status_of(engine, "m2", P, following) == "failed"
+    close_day(engine, DAY)
+    assert rules_raised(engine, rule="V10") == ["V10"]
+    [v10] = exceptions(engine, rule="V10")
+    assert v10["meter"] == "m1"
+    with engine.connect() as conn:
+        made = conn.execute(select(estimated_readings.c.value)).scalars().all()
+    real = sum((v for v in holed if v is not None), Decimal(0))
+    assert (real + sum(made)) * Decimal("0.25") == Decimal("24.30")  # the freeze, exactly
+
+
 def test_v13_frozen_non_zero_values(engine: Engine) -> None:
     feed = Feed(engine)
     seven, eight = rising_values(), rising_values()

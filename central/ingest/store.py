@@ -597,6 +597,8 @@ class IngestStore:
         # Per batch: its rows in the statement, while no key is in two batches.
         written: list[int] | None = [0] * len(prepared)
         by_key: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        # Keys a batch gave twice with different values: its row, and the values.
+        doubled: dict[tuple[Any, ...], tuple[tuple[Any, ...], tuple[str, ...]]] = {}
         event_rows: list[dict[str, Any]] = []
         statistic_rows: list[dict[str, Any]] = []
         with self.engine.begin() as conn:
@@ -622,6 +624,9 @@ class IngestStore:
                     events = [r for r in events if fresh(r["seq"])]
                     stats = [r for r in stats if fresh(r["seq"])]
                 kept.append((index, p.gateway, rows, [*events, *stats]))
+                for key, values in p.doubled.items():
+                    if key in rows:
+                        doubled[key] = (rows[key], values)
                 if by_key.keys().isdisjoint(rows):
                     by_key.update(rows)
                     if written is not None:
@@ -643,7 +648,13 @@ class IngestStore:
             # keys lock them in the same order, so they cannot deadlock on each other. A
             # row starts with its key and keys are unique here, so tuple order is key order.
             rows_in_key_order = sorted(by_key.values())
-            statuses, mark = self._validate(conn, rows_in_key_order)
+            # V2 for a key a batch gave twice, if that batch's version is the one written.
+            flagged = {
+                i: doubled[row[:3]][1]
+                for i, row in enumerate(rows_in_key_order)
+                if doubled and row[:3] in doubled and doubled[row[:3]][0] is row
+            }
+            statuses, mark = self._validate(conn, rows_in_key_order, flagged)
             returned = self._store_readings(conn, rows_in_key_order, statuses)
             if mark is not None and returned is not None:
                 self._settle_validation(conn, rows_in_key_order, returned, mark)
@@ -773,7 +784,10 @@ class IngestStore:
         return f"{head} SELECT * FROM unnest({arrays}) ON CONFLICT{tail}"
 
     def _validate(
-        self, conn: Connection, rows: list[tuple[Any, ...]]
+        self,
+        conn: Connection,
+        rows: list[tuple[Any, ...]],
+        doubled: Mapping[int, Sequence[str]],
     ) -> tuple[list[str] | None, int | None]:
         """Each row's ``vee_status`` — the in-line VEE's outcome, whose exceptions it
         inserts through ``conn`` — or None when VEE is off (stored as NULL: waiting for
@@ -785,7 +799,7 @@ class IngestStore:
         mark = conn.execute(select(func.coalesce(func.max(vee_exceptions.c.id), 0))).scalar()
         columns = _vee_columns(rows, self._dialect == "sqlite")
         with self.exclusive:
-            statuses = self.validator.validate(conn, columns)
+            statuses = self.validator.validate(conn, columns, doubled=doubled)
         return statuses, int(mark or 0)
 
     def _settle_validation(
@@ -1108,10 +1122,12 @@ def _reading_rows(
     incoming: Sequence[ReadingLike],
     received_at: datetime,
     sqlite_form: bool,
+    doubled: dict[tuple[Any, ...], tuple[str, ...]] | None = None,
 ) -> dict[tuple[Any, ...], tuple[Any, ...]]:
     """Checked rows in :data:`_READING_COLUMNS` order and driver form (SQLite: integer
     microseconds for times and text for values, as the column types store them). Of two
-    versions of one key in a batch, the higher seq wins."""
+    versions of one key in a batch, the higher seq wins; ``doubled`` gets the keys given
+    twice with different values (:func:`_doubled`)."""
     times: dict[datetime, Any] = {}
     convert_time: Callable[[object], Any] = utc_micros if sqlite_form else checked_utc
 
@@ -1152,7 +1168,26 @@ def _reading_rows(
         previous = by_key.get(key)
         if previous is None or previous[_SEQ_INDEX] < r.seq:
             by_key[key] = row
+    if doubled is not None and len(by_key) < len(incoming):
+        keys = ((r.meter, r.obis, moment(r.time)) for r in incoming)
+        doubled.update(_doubled(keys, (r.value for r in incoming)))
     return by_key
+
+
+def _doubled(
+    keys: Iterable[tuple[Any, ...]], values: Iterable[Any]
+) -> dict[tuple[Any, ...], tuple[str, ...]]:
+    """The keys a batch gives more than once with different values, each with the values
+    it was given (the store keeps the higher seq; VEE's V2 flags the key). Called only
+    when a batch has fewer keys than readings."""
+    seen: dict[tuple[Any, ...], set[Decimal]] = {}
+    for key, value in zip(keys, values, strict=True):
+        seen.setdefault(key, set()).add(checked_decimal(value))
+    return {
+        key: tuple(format(v, "f") for v in sorted(found))
+        for key, found in seen.items()
+        if len(found) > 1
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -1182,6 +1217,8 @@ class PreparedBatch:
     readings: dict[tuple[Any, ...], tuple[Any, ...]]  # natural key -> row (higher seq won)
     events: list[dict[str, Any]]
     statistics: list[dict[str, Any]]
+    # Keys the batch gave twice with different values, with the values (VEE's V2).
+    doubled: dict[tuple[Any, ...], tuple[str, ...]] = field(default_factory=dict)
 
 
 def _prepare(batch: IncomingBatch, sqlite_form: bool) -> PreparedBatch:
@@ -1191,13 +1228,16 @@ def _prepare(batch: IncomingBatch, sqlite_form: bool) -> PreparedBatch:
     _check_seqs(seq_from, seq_to, batch.readings, batch.events, batch.statistics)
     received_at = _now()
     gateway = batch.gateway
+    doubled: dict[tuple[Any, ...], tuple[str, ...]] = {}
+    rows = _reading_rows(gateway, batch.readings, received_at, sqlite_form, doubled)
     return PreparedBatch(
         gateway=gateway,
         session=batch.session,
         seq_from=seq_from,
         seq_to=seq_to,
         total=len(batch.readings) + len(batch.events) + len(batch.statistics),
-        readings=_reading_rows(gateway, batch.readings, received_at, sqlite_form),
+        readings=rows,
+        doubled=doubled,
         events=[
             {
                 "gateway": gateway,
@@ -1312,6 +1352,11 @@ def _prepare_record_batch(batch: RecordBatch, sqlite_form: bool) -> PreparedBatc
                     "received_at": received_at,
                 }
             )
+    doubled = {}
+    if len(by_key) < len(batch.records) - len(others):
+        read = [r for r in batch.records if type(r) is WireReading]
+        keys = ((r.meter, r.obis, times[r.time]) for r in read)
+        doubled = _doubled(keys, (r.value for r in read))
     return PreparedBatch(
         gateway=gateway,
         session=batch.session,
@@ -1321,6 +1366,7 @@ def _prepare_record_batch(batch: RecordBatch, sqlite_form: bool) -> PreparedBatc
         readings=by_key,
         events=events,
         statistics=statistics_,
+        doubled=doubled,
     )
 
 
@@ -1370,7 +1416,9 @@ def _prepare_columns(batch: ColumnarBatch, sqlite_form: bool) -> PreparedBatch:
         strict=False,  # the repeats are endless; every column has the same length
     )
     # Seqs rise, so a later version of a key (a correction) replaces an earlier one.
-    by_key = dict(zip(zip(batch.meter, batch.obis, times, strict=True), rows, strict=True))
+    keys = list(zip(batch.meter, batch.obis, times, strict=True))
+    by_key = dict(zip(keys, rows, strict=True))
+    doubled = _doubled(keys, values) if len(by_key) < len(keys) else {}
     return PreparedBatch(
         gateway=gateway,
         session=batch.session,
@@ -1380,6 +1428,7 @@ def _prepare_columns(batch: ColumnarBatch, sqlite_form: bool) -> PreparedBatch:
         readings=by_key,
         events=prepared.events,
         statistics=prepared.statistics,
+        doubled=doubled,
     )
 
 

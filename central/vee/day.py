@@ -450,7 +450,8 @@ def _channel_day(
     ch = channel(obis)
     register = ch.cls is ChannelClass.REGISTER
     good = {k: v for k, (v, status) in points.items() if status != "failed"}
-    held = frozenset(k for k, (_, status) in points.items() if status == "failed" and k >= 0)
+    # Failed readings of the day itself (not the anchors before and after it).
+    held = frozenset(k for k, (_, s) in points.items() if s == "failed" and 0 <= k < count)
     hours = Decimal(interval // timedelta(seconds=1)) / _HOUR
 
     def at(k: int) -> datetime:

@@ -38,7 +38,7 @@ the check stays sound, only coarser. After a rolled-back transaction call
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import chain, compress, islice, repeat
@@ -348,12 +348,17 @@ class InlineValidator:
         readings: Sequence[Any],
         *,
         corrected: Iterable[Key] = (),
+        doubled: Mapping[int, Sequence[str]] | None = None,
     ) -> list[str]:
         """Each reading's ``vee_status``, in order; the exceptions are inserted through
         ``conn``. ``corrected``: keys (meter, obis, ts) whose stored value this batch
-        replaces — their open exceptions from the old value are withdrawn first."""
+        replaces — their open exceptions from the old value are withdrawn first.
+        ``doubled``: readings (by index) whose batch gave their key more than once with
+        different values, with those values — V2 when the caller has already kept one
+        version of each key (the ingest store); repeated keys in ``readings`` themselves
+        are found here."""
         now = self._clock()
-        return self.check(conn, readings, now=now, corrected=corrected)
+        return self.check(conn, readings, now=now, corrected=corrected, doubled=doubled)
 
     def invalidate(self) -> None:
         """Forget cached registers, meters and parameters (after a rollback, or when the
@@ -377,6 +382,7 @@ class InlineValidator:
         now: datetime,
         arrivals: Sequence[datetime] | None = None,
         corrected: Iterable[Key] = (),
+        doubled: Mapping[int, Sequence[str]] | None = None,
     ) -> list[str]:
         """:meth:`validate` with the "now" of V3 given: ``now`` for every reading, or the
         time each arrived (``arrivals``, the stored ``received_at``) when re-validating."""
@@ -424,6 +430,9 @@ class InlineValidator:
                 values = sorted({str(readings[i].value) for i in (kept, *others)})
                 detail = {"values": values, "kept": str(readings[kept].value)}
                 raised.append((kept, "V2", _INFO, detail))
+        for i, given in sorted((doubled or {}).items()):
+            detail = {"values": sorted(given), "kept": str(readings[i].value)}
+            raised.append((i, "V2", _INFO, detail))
         external = self._sum_check(conn, readings, batch.groups, raised)
         rows = [
             new_exception(
