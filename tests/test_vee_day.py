@@ -175,6 +175,31 @@ def test_v13_frozen_non_zero_values(engine: Engine) -> None:
     assert raised["ts"] == T0 + 10 * QUARTER
 
 
+def test_v13_leaves_a_registers_quiet_night_alone(engine: Engine) -> None:
+    """A register read to 0.01 kWh rises by the same 0.02 kWh a quarter for hours at
+    night: its last digit repeating, not a frozen value. Increments at or below the floor
+    (0.2 kW × 0.25 h = 0.05 kWh a quarter) are not judged; 0.06 kWh eight times is."""
+    feed = Feed(engine, meters=["m1", "m2", "m3"])
+
+    def register(step: str, run: int) -> list[Decimal | None]:
+        values: list[Decimal | None] = []
+        value = Decimal(100)
+        for k in range(97):  # to the next day's 00:00: the day's last increment
+            values.append(value)
+            value += Decimal(step) if k < run else Decimal("0.1") + Decimal("0.001") * k
+        return values
+
+    for meter, step in (("m1", "0.02"), ("m2", "0.05"), ("m3", "0.06")):
+        points = register(step, 24)
+        feed.send_all(
+            curve(meter, DAY, points[:96], E)
+            + curve(meter, DAY + timedelta(days=1), points[96:], E)
+        )
+    close_day(engine, DAY)
+    [raised] = exceptions(engine, rule="V13")
+    assert raised["meter"] == "m3" and raised["detail"]["value"] == "0.06"
+
+
 def test_v14_prolonged_estimation(engine: Engine) -> None:
     feed = Feed(engine)
     holed = rising_values()

@@ -483,13 +483,15 @@ def _channel_day(
                 day,
             )
         )
-    # V13 frozen: N identical non-zero intervals in a row.
+    # V13 frozen: N identical non-zero intervals in a row (a register's small increments
+    # repeat by its resolution alone: 0.02 kWh a quarter for hours is a quiet night).
     frozen_run = params.integer("V13", "intervals")
+    floor = params.decimal("V13", "register_floor_kw") * hours if register else Decimal(0)
     run: list[int] = []
     for k in range(count + 1):
         value = series.get(k)
         if run and (value is None or value != series[run[0]]):
-            if len(run) >= frozen_run and series[run[0]] != 0:
+            if len(run) >= frozen_run and series[run[0]] != 0 and abs(series[run[0]]) > floor:
                 raised.append(
                     new_exception(
                         meter,

@@ -411,14 +411,27 @@ class IntervalSize(Rule):
 
 
 class FrozenValue(Rule):
-    """Oracle MDM "Consecutive Interval" [S1]; N = 8 (2 h) is our proposal (P)."""
+    """Oracle MDM "Consecutive Interval" [S1]; N = 8 (2 h) and the register floor are our
+    proposal (P)."""
 
     id = "V13"
     name = "Frozen non-zero"
     scope = Scope.METER_DAY
     severity = Severity.ISSUE
-    logic = "N consecutive identical non-zero interval values"
-    parameters = (_p("intervals", 8, "intervals", "run length that is frozen", "2", "96"),)
+    logic = (
+        "N consecutive identical non-zero interval values; a register curve's increments "
+        "at or below register_floor_kw (as average power) are left alone: a register "
+        "read to 0.01 kWh repeats its last digit at low use"
+    )
+    parameters = (
+        _p("intervals", 8, "intervals", "run length that is frozen", "2", "96"),
+        _p(
+            "register_floor_kw",
+            Decimal("0.2"),
+            "kW",
+            "register increments at or below this are not judged",
+        ),
+    )
 
 
 class ProlongedEstimation(Rule):
