@@ -453,11 +453,14 @@ class InlineValidator:
         inserted, overridden, in_effect = apply_suppression(conn, rows + external)
         insert_exceptions(conn, inserted)
         if external:
-            # A stored total that the tariffs of this batch show wrong is held now.
+            # Stored registers of a block this batch completes and shows wrong are held now,
+            # and are no longer a reference for their next readings.
             new_ids = {id(row) for row in inserted}
             refresh_statuses(
                 conn, [(e["meter"], e["obis"], e["ts"]) for e in external if id(e) in new_ids]
             )
+            for e in external:
+                self._last.pop((e["meter"], e["obis"]), None)
         statuses = self._statuses(readings, raised, rows, in_effect, overridden)
         for kept, others, _ in duplicates:
             for other in others:
@@ -958,7 +961,7 @@ class InlineValidator:
     ) -> list[NewException]:
         """V10: a freeze's tariff registers add up to its total. Members missing from the
         batch (a batch boundary split the freeze block) are looked up stored; a failure
-        lands on the total, also when the total was stored by an earlier batch."""
+        holds every register of the block, also those stored by an earlier batch."""
         if not groups:
             return []
         tariffed = self._tariffed
@@ -1027,18 +1030,23 @@ class InlineValidator:
                 "sum_of_tariffs": str(tariffs),
                 "difference": str(difference),
             }
-            index = members.get(0)
-            if index is not None:
-                raised.append((index, "V10", _ISSUE, detail))
-            else:
+            # The whole block is held: which register is wrong is not known, and a wrong
+            # tariff register left valid would be the reference every later reading of it
+            # is compared with (V7, V9) — failing them until the register caught up.
+            for t in _BLOCK:
+                index = members.get(t)
+                if index is not None:
+                    raised.append((index, "V10", _ISSUE, detail))
+                    continue
+                obis = total if t == 0 else _tariff_obis(total, t)
                 external.append(
                     new_exception(
                         meter,
-                        total,
+                        obis,
                         from_utc_micros(us),
                         "V10",
                         _ISSUE,
-                        total_value,
+                        values[t],
                         detail,
                         datetime.now(UTC),
                     )

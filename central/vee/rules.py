@@ -370,8 +370,9 @@ class SumCheck(Rule):
     scope = Scope.READING
     severity = Severity.ISSUE
     logic = (
-        "Σ tariff registers (尖峰平谷) vs the total of a daily/monthly freeze; at day close "
-        "Σ intervals vs the daily-freeze delta; off by more than both tolerances → issue"
+        "Σ tariff registers (尖峰平谷) vs the total of a daily/monthly freeze (a block off "
+        "holds all five registers); at day close Σ intervals vs the daily-freeze delta; "
+        "off by more than both tolerances → issue"
     )
     parameters = (
         _p("tolerance_kwh", Decimal("0.02"), "kWh", "absolute tolerance"),
