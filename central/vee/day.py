@@ -42,6 +42,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine, and_, delete, exists, select
 from sqlalchemy.engine import Connection
 
+from central.db.engine import make_engine
 from central.db.schema import gateway_events, meters, readings
 from central.db.vee_tables import estimated_readings, vee_exceptions
 from central.vee.channels import ChannelClass, channel
@@ -164,8 +165,6 @@ _worker_engine: Engine | None = None
 
 def _worker_start(url: str) -> None:
     global _worker_engine
-    from central.db import make_engine
-
     _worker_engine = make_engine(url)
 
 
