@@ -73,6 +73,17 @@ def test_v4_spike_max_against_third_max(engine: Engine) -> None:
     assert status_of(engine, "m1", P, T0 + 40 * QUARTER) == "valid"
 
 
+def test_v4_judges_only_a_day_with_half_its_intervals(engine: Engine) -> None:
+    """A meter removed at 11:45 (47 quarters) or one that came at 12:00 (48): the same
+    ramp, 2 × its third highest, is a spike only on the day with half its intervals."""
+    feed = Feed(engine)
+    ramp = rising_values()
+    ramp[20] = Decimal("2")
+    feed.send_all(curve("m1", DAY, ramp[:47]) + curve("m2", DAY, ramp[:48]))
+    close_day(engine, DAY)
+    assert [e["meter"] for e in exceptions(engine, rule="V4")] == ["m2"]
+
+
 def test_v5_high_low_against_the_same_day_type(engine: Engine) -> None:
     feed = Feed(engine, meters=["m1", "m2", "m3", "m4"])
     first = DAY - timedelta(days=28)

@@ -231,7 +231,7 @@ def test_parameters_have_effective_dates(engine: Engine) -> None:
         with pytest.raises(InvalidVeeRequestError, match="naive"):
             set_parameter(conn, "V4", "tolerance", "2", effective_from=datetime(2026, 1, 1), by="a")
         table = {r["id"]: r for r in rule_table(conn, at=T0 + timedelta(days=1))}
-        [tolerance] = table["V4"]["parameters"]
+        tolerance, _ = table["V4"]["parameters"]
         assert (tolerance["default"], tolerance["value"]) == ("1.5", "1.8")
         assert [h["value"] for h in tolerance["history"]] == ["1.8", "2.0"]
         assert tolerance["history"][0]["effective_to"] == T0 + timedelta(days=7)

@@ -466,7 +466,8 @@ def _channel_day(
     # V4 spike: the highest interval against the third highest.
     ordered = sorted(series.items(), key=lambda kv: kv[1], reverse=True)
     tolerance = params.decimal("V4", "tolerance")
-    if len(ordered) >= 3 and ordered[2][1] > 0 and ordered[0][1] > tolerance * ordered[2][1]:
+    enough = len(ordered) >= 3 and len(ordered) >= params.decimal("V4", "min_share") * count
+    if enough and ordered[2][1] > 0 and ordered[0][1] > tolerance * ordered[2][1]:
         k, peak = ordered[0]
         ratio = peak / ordered[2][1]
         raised.append(

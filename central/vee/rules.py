@@ -261,14 +261,21 @@ class ClockTolerance(Rule):
 
 class Spike(Rule):
     """Oracle MDM "Interval Spike Check": highest interval vs the third highest [S1][S2b]
-    (tolerance 1.5, the doc's own example raises 1.2 → 1.5)."""
+    (tolerance 1.5, the doc's own example raises 1.2 → 1.5); the minimum share of a day is
+    our proposal (P)."""
 
     id = "V4"
     name = "Spike"
     scope = Scope.METER_DAY
     severity = Severity.ISSUE
-    logic = "curve: max / 3rd-max of the day's intervals > tolerance"
-    parameters = (_p("tolerance", Decimal("1.5"), "×", "max / third max", "1"),)
+    logic = (
+        "curve: max / 3rd-max of the day's intervals > tolerance, on a day with at least "
+        "min_share of its intervals real (a partial day's ramp is no spike)"
+    )
+    parameters = (
+        _p("tolerance", Decimal("1.5"), "×", "max / third max", "1"),
+        _p("min_share", Decimal("0.5"), "×", "share of the day's intervals needed", "0", "1"),
+    )
 
 
 class HighLow(Rule):
