@@ -200,8 +200,8 @@ def set_command(
     help="""Run the meter-day rules and estimation for local day DAY.
 
     Safe to run again: the day's open exceptions and estimates are replaced.
-    --workers N closes parts of the meters in N processes (PostgreSQL: about N times as
-    fast, up to the cores; SQLite writes one part at a time).
+    --workers N closes parts of the meters in N processes: on PostgreSQL that scales
+    with the cores; SQLite writes one part at a time, so it gains little.
 
     \b
     Example:
