@@ -576,11 +576,18 @@ class InlineValidator:
         meter, obis = cols.meter, cols.obis
         blocks: dict[tuple[str, str, int], dict[int, int]] = {}
         groups: dict[tuple[str, str], list[int]] = {}
+        member: dict[str, tuple[str, int]] = {}  # obis → (block's total, tariff)
         for i in freeze:
-            ch = channel(obis[i])
-            assert ch.group is not None  # _FREEZE is only given to block members
-            blocks.setdefault((meter[i], ch.group, us_list[i]), {})[ch.tariff] = i
-            groups.setdefault((meter[i], ch.group), []).append(i)
+            code = obis[i]
+            found = member.get(code)
+            if found is None:
+                ch = channel(code)
+                assert ch.group is not None  # _FREEZE is only given to block members
+                found = member[code] = (ch.group, ch.tariff)
+            total, tariff = found
+            m = meter[i]
+            blocks.setdefault((m, total, us_list[i]), {})[tariff] = i
+            groups.setdefault((m, total), []).append(i)
         tolerance_kwh = float(c.tolerance_kwh) * (1 - 1e-12)
         share = float(c.tolerance_pct) / 100 * (1 - 1e-12)
         tariffed = self._tariffed
