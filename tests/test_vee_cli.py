@@ -46,6 +46,8 @@ def test_a_day_of_work_from_the_command_line(url: str) -> None:
         feed.send(reading("m1", "1-0:1.8.0", T0 + QUARTER, "99"))
     finally:
         engine.dispose()
+    code, out = run(url, "exceptions", "--open")
+    assert code == 0 and out == "no VEE exceptions match\n"
     code, out = run(url, "pending", "--json")
     assert code == 0 and json.loads(out)["statuses"] == {"failed": 1, "valid": 96}
     code, out = run(url, "close-day", DAY.isoformat())

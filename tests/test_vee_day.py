@@ -329,6 +329,12 @@ def test_close_day_in_worker_processes_gives_the_one_process_outcome(
     assert alone["meters"] == 9 and alone["estimated"].get("LIN") == 3
     assert {"V1", "V4", "V5"} <= set(alone["exceptions"])
     expected = _outcome(engine)
+
+    def not_here(*_: object) -> None:
+        raise AssertionError("workers=3 closed a chunk in the calling process")
+
+    # The spawned workers import the module afresh: only this process's copy is replaced.
+    monkeypatch.setattr("central.vee.day._close_chunk", not_here)
     together = close_day(engine, DAY, workers=3)
     assert together == alone
     assert _outcome(engine) == expected

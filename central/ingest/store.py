@@ -649,11 +649,15 @@ class IngestStore:
             # row starts with its key and keys are unique here, so tuple order is key order.
             rows_in_key_order = sorted(by_key.values())
             # V2 for a key a batch gave twice, if that batch's version is the one written.
-            flagged = {
-                i: doubled[row[:3]][1]
-                for i, row in enumerate(rows_in_key_order)
-                if doubled and row[:3] in doubled and doubled[row[:3]][0] is row
-            }
+            flagged = (
+                {
+                    i: doubled[row[:3]][1]
+                    for i, row in enumerate(rows_in_key_order)
+                    if row[:3] in doubled and doubled[row[:3]][0] is row
+                }
+                if doubled
+                else {}
+            )
             statuses, mark = self._validate(conn, rows_in_key_order, flagged)
             returned = self._store_readings(conn, rows_in_key_order, statuses)
             if mark is not None and returned is not None:

@@ -354,6 +354,8 @@ def exceptions_command(
     if as_json:
         _echo_json(found)
         return
+    if not found:
+        click.echo("no VEE exceptions match")
     for e in found:
         what = e["obis"] or e["detail"].get("obis") or e["detail"].get("code") or "-"
         click.echo(

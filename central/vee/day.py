@@ -126,12 +126,19 @@ def close_day(
     chunks = [chosen[i : i + METERS_PER_CHUNK] for i in range(0, len(chosen), METERS_PER_CHUNK)]
     if workers > 1 and len(chunks) > 1:
         return _close_in_processes(engine, day, zone, chunks, ruleset, workers).as_dict()
+    return _close_chunks(engine, day, zone, chunks, ruleset).as_dict()
+
+
+def _close_chunks(
+    engine: Engine, day: date, zone: str, chunks: list[list[str]], ruleset: RuleSet
+) -> _Summary:
+    """Close the day for each chunk of meters, a transaction each."""
     summary = _Summary(day=day)
-    params = ruleset.at(start)
+    params = ruleset.at(day_window(day, zone)[0])
     for chunk in chunks:
         with engine.begin() as conn:
             _close_chunk(conn, day, zone, chunk, params, summary)
-    return summary.as_dict()
+    return summary
 
 
 def _close_in_processes(
@@ -170,12 +177,7 @@ def _worker_start(url: str) -> None:
 
 def _worker_close(day: date, zone: str, ruleset: RuleSet, chunks: list[list[str]]) -> _Summary:
     assert _worker_engine is not None, "started by _close_in_processes"
-    summary = _Summary(day=day)
-    params = ruleset.at(day_window(day, zone)[0])
-    for chunk in chunks:
-        with _worker_engine.begin() as conn:
-            _close_chunk(conn, day, zone, chunk, params, summary)
-    return summary
+    return _close_chunks(_worker_engine, day, zone, chunks, ruleset)
 
 
 @dataclass

@@ -1184,13 +1184,6 @@ def _one(index: int) -> Callable[[Sequence[Any]], tuple[Any]]:
     return lambda column: (column[index],)
 
 
-def _or(mask: Any, more: Any) -> Any:
-    """Two optional boolean masks (None: all False) or-ed."""
-    if more is None:
-        return mask
-    return more if mask is None else mask | more
-
-
 def _ratio(settings: Any) -> Decimal:
     return settings.ratio if settings is not None else _ONE
 

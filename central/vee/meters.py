@@ -24,6 +24,7 @@ from central.db.types import checked_decimal, checked_utc, utc_micros
 from central.db.vee_tables import vee_meter_settings
 from central.vee.errors import InvalidVeeRequestError
 from central.vee.parameters import Parameters
+from central.vee.queries import meters_present
 
 __all__ = ["MeterInfo", "MeterSettings", "load_meter_info", "meter_settings", "set_meter_settings"]
 
@@ -78,10 +79,8 @@ def load_meter_info(conn: Connection, meter_ids: Iterable[str]) -> dict[str, Met
     wanted = sorted(set(meter_ids))
     if not wanted:
         return {}
-    # Plain driver SQL for the two lookups by name (a consumer starting cold asks for
-    # thousands at once; an expanding IN of that many costs more to compile than to run).
-    archived = _present(conn, meters.name, wanted)
-    with_settings = sorted(_present(conn, vee_meter_settings.name, wanted))
+    archived = meters_present(conn, meters.name, wanted)
+    with_settings = sorted(meters_present(conn, vee_meter_settings.name, wanted))
     rows: dict[str, list[MeterSettings]] = {}
     for r in (
         conn.execute(
@@ -115,19 +114,6 @@ def load_meter_info(conn: Connection, meter_ids: Iterable[str]) -> dict[str, Met
         else MeterInfo(m, m in archived)
         for m in wanted
     }
-
-
-def _present(conn: Connection, table: str, wanted: list[str]) -> set[str]:
-    """Which of ``wanted`` appear in ``table.meter`` (``table`` is one of ours)."""
-    if conn.dialect.name == "postgresql":
-        sql = f"SELECT DISTINCT meter FROM {table} WHERE meter = ANY(%(wanted)s)"
-        return {row[0] for row in conn.exec_driver_sql(sql, {"wanted": wanted})}
-    found: set[str] = set()
-    for start in range(0, len(wanted), 500):
-        part = wanted[start : start + 500]
-        sql = f"SELECT DISTINCT meter FROM {table} WHERE meter IN ({', '.join('?' * len(part))})"
-        found.update(row[0] for row in conn.exec_driver_sql(sql, tuple(part)))
-    return found
 
 
 def set_meter_settings(

@@ -3,8 +3,8 @@
 They run only for what the validator's cache does not hold (a meter's first batch after a
 start, a backfilled reading older than the newest one seen), one statement per lookup for
 the whole batch: the previous accepted value of each register (meter, obis) before a given
-time, and stored readings by key (the tariff registers completing a freeze block that a
-batch boundary split).
+time, stored readings by key (the tariff registers completing a freeze block that a
+batch boundary split), and which of the batch's meters are archived or have settings.
 
 PostgreSQL gets one array per column (``unnest``), a single prepared statement whatever
 the size; SQLite gets a ``VALUES`` list in chunks. Times are µs since the epoch on the way
@@ -22,9 +22,10 @@ from sqlalchemy.engine import Connection
 
 from central.db.types import from_utc_micros
 
-__all__ = ["fetch_any_tariff", "fetch_previous", "fetch_readings"]
+__all__ = ["fetch_any_tariff", "fetch_previous", "fetch_readings", "meters_present"]
 
 _SQLITE_CHUNK: Final = 300  # 3 variables per key, well under SQLite's limit
+_SQLITE_NAMES: Final = 500  # 1 variable per name
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _US: Final = timedelta(microseconds=1)
 
@@ -123,3 +124,18 @@ def fetch_any_tariff(conn: Connection, meter: str, obis_codes: Sequence[str]) ->
     marker = "%s" if conn.dialect.name == "postgresql" else "?"
     sql = f"SELECT 1 FROM readings WHERE meter = {marker} AND obis IN ({placeholders}) LIMIT 1"
     return conn.exec_driver_sql(sql, (meter, *obis_codes)).first() is not None
+
+
+def meters_present(conn: Connection, table: str, wanted: list[str]) -> set[str]:
+    """Which of ``wanted`` appear in ``table.meter`` (``table`` is one of ours): a meter
+    cache filling cold asks for thousands at once, and an expanding IN of that many costs
+    more to compile than to run."""
+    if conn.dialect.name == "postgresql":
+        sql = f"SELECT DISTINCT meter FROM {table} WHERE meter = ANY(%(wanted)s)"
+        return {row[0] for row in conn.exec_driver_sql(sql, {"wanted": wanted})}
+    found: set[str] = set()
+    for start in range(0, len(wanted), _SQLITE_NAMES):
+        part = wanted[start : start + _SQLITE_NAMES]
+        sql = f"SELECT DISTINCT meter FROM {table} WHERE meter IN ({', '.join('?' * len(part))})"
+        found.update(row[0] for row in conn.exec_driver_sql(sql, tuple(part)))
+    return found
